@@ -1,0 +1,276 @@
+/**
+ * One WebSocket connection over one socket: its state, the close handshake,
+ * fragmented sends, and the only calls to `socket.write`. It knows nothing of
+ * other connections; what it learns goes to its owner (the server).
+ *
+ * Writes are corked on the first frame of a tick and uncorked by the owner's
+ * one flush per tick, so all frames for this socket in one turn leave in a
+ * single `writev`.
+ */
+import type { Socket } from 'node:net';
+import type { WebSocketError } from './errors.js';
+import { Parser, type ParserHandler } from './protocol/parser.js';
+import { encodeClose, encodeFrame, type EncodedFrame } from './protocol/frame.js';
+import { OPCODE } from './protocol/opcode.js';
+
+/** Life cycle of a connection after its opening handshake. */
+export const ReadyState = {
+  OPEN: 1,
+  /** A close frame was sent or received; waiting for the other half or the TCP close. */
+  CLOSING: 2,
+  CLOSED: 3,
+} as const;
+
+/** What a connection reports to, and asks of, its server. */
+export interface ConnectionOwner {
+  readonly maxPayload: number;
+  readonly closeTimeout: number;
+  onMessage(connection: Connection, opcode: number, payload: Buffer): void;
+  onPing(connection: Connection, payload: Buffer): void;
+  onPong(connection: Connection, payload: Buffer): void;
+  onProtocolError(connection: Connection, error: WebSocketError): void;
+  onClosed(connection: Connection, code: number, reason: string, wasClean: boolean): void;
+  /** Uncork this connection's socket at the end of the tick. */
+  scheduleFlush(connection: Connection): void;
+}
+
+const kConnection = Symbol('wavecast.connection');
+type OwnedSocket = Socket & { [kConnection]?: Connection };
+
+// One set of socket listeners shared by all connections (no closures per socket).
+function onSocketData(this: OwnedSocket, chunk: Buffer): void {
+  this[kConnection]!.receive(chunk);
+}
+function onSocketEnd(this: OwnedSocket): void {
+  this[kConnection]!.peerEnded();
+}
+function onSocketClose(this: OwnedSocket): void {
+  this[kConnection]!.socketClosed();
+}
+function onSocketError(): void {
+  // ECONNRESET, EPIPE and the like: 'close' follows and reports 1006.
+}
+function onCloseTimeout(connection: Connection): void {
+  connection.socket.destroy();
+}
+
+/**
+ * State held per connection. Budget: the fields below plus the parser
+ * (about 15 fields), a `net.Socket`, and no per-connection closures or timers
+ * except during a close handshake.
+ */
+export class Connection<Data = unknown> implements ParserHandler {
+  state: number = ReadyState.OPEN;
+  /** Time of the last bytes received (ms since epoch), for the heartbeat. */
+  lastReceive: number;
+  /** Time the last server ping went out, for `pingInterval`. */
+  lastPing = 0;
+  messagesIn = 0;
+  messagesOut = 0;
+  /** Set while the socket is corked for this tick's flush. */
+  corked = false;
+  readonly connectTime: number;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+
+  private readonly parser: Parser;
+  /** A fragmented message is being sent: data messages wait behind it. */
+  private fragmenting = false;
+  private waiting: EncodedFrame[] | null = null;
+  private closeSent = false;
+  private closeReceived = false;
+  private failed = false;
+  private closeCode = 1006;
+  private closeReason = '';
+  private closeTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly fd: number,
+    readonly socket: Socket,
+    private readonly owner: ConnectionOwner,
+    /** The negotiated subprotocol, or '' for none. */
+    readonly protocol: string,
+    /** Per-connection user data attached by the handshake hook. */
+    public data: Data,
+  ) {
+    this.connectTime = this.lastReceive = Date.now();
+    this.remoteAddress = socket.remoteAddress ?? '';
+    this.remotePort = socket.remotePort ?? 0;
+    this.parser = new Parser(this, owner.maxPayload);
+    const owned = socket as OwnedSocket;
+    owned[kConnection] = this;
+    socket.setNoDelay(true);
+    socket.setTimeout(0);
+    socket.on('data', onSocketData);
+    socket.on('end', onSocketEnd);
+    socket.on('close', onSocketClose);
+    socket.on('error', onSocketError);
+  }
+
+  /** Bytes queued in user space for this socket, not yet handed to the kernel. */
+  get bufferedAmount(): number {
+    return this.socket.writableLength;
+  }
+
+  /** Feeds received bytes to the parser (also bytes that came with the upgrade request). */
+  receive(chunk: Buffer): void {
+    this.lastReceive = Date.now();
+    this.parser.write(chunk);
+  }
+
+  // --- sending ---------------------------------------------------------------
+
+  private write(frame: EncodedFrame): void {
+    const socket = this.socket;
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      this.owner.scheduleFlush(this);
+    }
+    if (Buffer.isBuffer(frame)) {
+      socket.write(frame);
+    } else {
+      socket.write(frame[0]);
+      socket.write(frame[1]);
+    }
+  }
+
+  /**
+   * Sends a data or control frame. Returns false when the connection is not
+   * open. A data frame with `fin` false starts a fragmented message that
+   * `OPCODE.CONTINUATION` frames continue; other data messages wait behind it
+   * in order, control frames do not.
+   */
+  send(opcode: number, frame: EncodedFrame, fin: boolean): boolean {
+    if (this.state !== ReadyState.OPEN) return false;
+    if (opcode >= 0x8) {
+      this.write(frame);
+      return true;
+    }
+    if (opcode === OPCODE.CONTINUATION) {
+      if (!this.fragmenting) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
+      this.write(frame);
+      if (fin) this.finishFragmented();
+      return true;
+    }
+    if (this.fragmenting) {
+      if (!fin) throw new TypeError(`a fragmented message is already in progress on fd ${this.fd}`);
+      (this.waiting ??= []).push(frame);
+      this.messagesOut++;
+      return true;
+    }
+    this.write(frame);
+    if (fin) this.messagesOut++;
+    else this.fragmenting = true;
+    return true;
+  }
+
+  private finishFragmented(): void {
+    this.fragmenting = false;
+    this.messagesOut++;
+    const waiting = this.waiting;
+    if (waiting === null) return;
+    this.waiting = null;
+    for (const frame of waiting) this.write(frame);
+  }
+
+  /** Uncorks after this tick's writes (called by the owner's flush). */
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  // --- closing ---------------------------------------------------------------
+
+  /** Starts the closing handshake (RFC 6455 7.1.2). Returns false if one already started. */
+  close(code: number, reason: string): boolean {
+    if (this.state !== ReadyState.OPEN) return false;
+    this.closeCode = code;
+    this.closeReason = reason;
+    this.sendClose(code, reason);
+    return true;
+  }
+
+  /** Closes the TCP connection at once, without a closing handshake. */
+  destroy(): void {
+    this.state = ReadyState.CLOSING;
+    this.parser.stop();
+    this.socket.destroy();
+  }
+
+  private sendClose(code: number, reason: string): void {
+    this.state = ReadyState.CLOSING;
+    this.closeSent = true;
+    this.waiting = null;
+    this.write(encodeClose(code, reason));
+    this.startCloseTimer();
+  }
+
+  private startCloseTimer(): void {
+    if (this.closeTimer !== null) return;
+    this.closeTimer = setTimeout(onCloseTimeout, this.owner.closeTimeout, this);
+    this.closeTimer.unref();
+  }
+
+  /** The peer sent FIN: nothing more will come, so finish our side too. */
+  peerEnded(): void {
+    this.parser.stop();
+    if (this.state === ReadyState.OPEN) this.state = ReadyState.CLOSING;
+    this.socket.end();
+    this.startCloseTimer();
+  }
+
+  socketClosed(): void {
+    if (this.state === ReadyState.CLOSED) return;
+    this.state = ReadyState.CLOSED;
+    this.parser.stop();
+    this.waiting = null;
+    if (this.closeTimer !== null) clearTimeout(this.closeTimer);
+    this.closeTimer = null;
+    const wasClean = this.closeSent && this.closeReceived && !this.failed;
+    const code = this.closeSent || this.closeReceived ? this.closeCode : 1006;
+    this.owner.onClosed(this, code, code === 1006 ? '' : this.closeReason, wasClean);
+  }
+
+  // --- ParserHandler -----------------------------------------------------------
+
+  onMessage(opcode: number, payload: Buffer): void {
+    this.messagesIn++;
+    this.owner.onMessage(this, opcode, payload);
+  }
+
+  onPing(payload: Buffer): void {
+    // RFC 6455 5.5.2: answer a ping with a pong carrying the same payload.
+    if (this.state === ReadyState.OPEN) this.write(encodeFrame(OPCODE.PONG, payload));
+    this.owner.onPing(this, payload);
+  }
+
+  onPong(payload: Buffer): void {
+    this.owner.onPong(this, payload);
+  }
+
+  onClose(code: number, reason: string): void {
+    this.closeReceived = true;
+    if (!this.closeSent) {
+      // RFC 6455 5.5.1: reply with a close frame, echoing the status code.
+      this.closeCode = code;
+      this.closeReason = reason;
+      this.sendClose(code, '');
+    }
+    // RFC 6455 7.1.1: the server closes the TCP connection first.
+    this.socket.end();
+  }
+
+  onError(error: WebSocketError): void {
+    // RFC 6455 7.1.7: fail the connection: a close frame with the reason, then TCP close.
+    this.failed = true;
+    if (!this.closeSent) {
+      this.closeCode = error.closeCode;
+      this.closeReason = error.message;
+      this.sendClose(error.closeCode, error.message);
+    }
+    this.socket.end();
+    this.owner.onProtocolError(this, error);
+  }
+}

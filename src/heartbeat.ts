@@ -1,0 +1,55 @@
+/**
+ * ONE timer per server that sweeps every connection (Swoole's
+ * `heartbeat_check_interval` / `heartbeat_idle_time`): a connection that has
+ * received nothing for `idleTime` is closed; with `pingInterval`, a
+ * connection quiet for that long is pinged so a healthy idle client answers
+ * and stays. Per-socket timers would cost memory and timer-list churn on every
+ * receive; a sweep costs one pass per interval.
+ */
+export interface HeartbeatTarget {
+  lastReceive: number;
+  lastPing: number;
+}
+
+export interface HeartbeatOptions<C extends HeartbeatTarget> {
+  /** Milliseconds between sweeps. */
+  interval: number;
+  /** Close a connection that received nothing for this long (0 = never). */
+  idleTime: number;
+  /** Ping a connection quiet for this long (0 = never). */
+  pingInterval: number;
+  connections: () => Iterable<C>;
+  onIdle: (connection: C) => void;
+  onPing: (connection: C) => void;
+}
+
+export class Heartbeat<C extends HeartbeatTarget> {
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: HeartbeatOptions<C>) {}
+
+  start(): void {
+    if (this.timer !== null || this.options.interval <= 0) return;
+    this.timer = setInterval(() => this.sweep(Date.now()), this.options.interval);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** One pass over all connections at time `now`. */
+  sweep(now: number): void {
+    const { idleTime, pingInterval, onIdle, onPing } = this.options;
+    for (const connection of this.options.connections()) {
+      const quiet = now - connection.lastReceive;
+      if (idleTime > 0 && quiet >= idleTime) {
+        onIdle(connection);
+      } else if (pingInterval > 0 && quiet >= pingInterval && now - connection.lastPing >= pingInterval) {
+        connection.lastPing = now;
+        onPing(connection);
+      }
+    }
+  }
+}

@@ -1,0 +1,14 @@
+/**
+ * wavecast: a WebSocket server for Node.js with Swoole's API.
+ *
+ * @packageDocumentation
+ */
+export { Server } from './server.js';
+export type { ClientInfo, PushData, ServerEvents, ServerOptions, ServerStats } from './server.js';
+export { Frame } from './received-frame.js';
+export { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
+export { CloseCode, WebSocketError, isValidCloseCode } from './errors.js';
+export type { WebSocketErrorCode } from './errors.js';
+export * from './protocol/opcode.js';
+export { backend } from './native.js';
+export type { Backend } from './native.js';

@@ -1,0 +1,322 @@
+/**
+ * The RFC 6455 frame parser for frames a server receives: a state machine fed
+ * socket chunks of any size, split anywhere. It unmasks, checks UTF-8 as the
+ * bytes arrive, reassembles fragmented messages, and reports to a handler. It
+ * never throws and never touches a socket: a violation is reported once to
+ * `onError` and every later byte is ignored.
+ *
+ * Memory: a message whose only frame lies whole in one chunk is unmasked in
+ * place and handed over as a view of that chunk. Anything else is copied,
+ * unmasked on the way, into one buffer sized from the frame headers, so a
+ * message costs about its own size however many fragments it came in (a
+ * flood of tiny fragments keeps no per-fragment objects or chunk views alive).
+ */
+import { isValidCloseCode, WebSocketError, type WebSocketErrorCode } from '../errors.js';
+import { isValidUtf8, maskInto, rotateMask, unmask, utf8Continue, UTF8_INVALID } from '../native.js';
+import { OPCODE } from './opcode.js';
+
+/** What the parser reports to. Payload buffers are the handler's to keep. */
+export interface ParserHandler {
+  /** A whole data message: `opcode` is `OPCODE.TEXT` (valid UTF-8) or `OPCODE.BINARY`. */
+  onMessage(opcode: number, payload: Buffer): void;
+  onPing(payload: Buffer): void;
+  onPong(payload: Buffer): void;
+  /** A valid close frame; `code` is 1005 when it carried no status. */
+  onClose(code: number, reason: string): void;
+  onError(error: WebSocketError): void;
+}
+
+const HEADER = 0;
+const PAYLOAD = 1;
+/** After a close frame or an error: input is ignored. */
+const STOPPED = 2;
+
+const EMPTY = Buffer.alloc(0);
+/** 2^53: no payload length at or above this fits a maxPayload. */
+const HIGH_WORD_LIMIT = 2 ** 21;
+
+export class Parser {
+  private state = HEADER;
+  /** Header bytes held while a header straddles chunks (allocated on need). */
+  private header: Buffer | null = null;
+  private headerFilled = 0;
+
+  // The frame being read.
+  private fin = false;
+  private opcode = 0;
+  private mask = 0;
+  private frameLength = 0;
+  private frameRead = 0;
+  /** Where a frame that straddles chunks is copied (control frames only). */
+  private controlBuffer: Buffer | null = null;
+
+  // The message being assembled (data frames that are fragmented or straddle chunks).
+  private messageOpcode = 0;
+  private message: Buffer | null = null;
+  private messageLength = 0;
+  private utf8State = 0;
+
+  constructor(
+    private readonly handler: ParserHandler,
+    private readonly maxPayload: number,
+  ) {}
+
+  /** Stops parsing: bytes already queued and later chunks are ignored. */
+  stop(): void {
+    this.state = STOPPED;
+    this.header = this.controlBuffer = this.message = null;
+  }
+
+  /** Whether the parser stopped (close frame, error, or `stop()`). */
+  get stopped(): boolean {
+    return this.state === STOPPED;
+  }
+
+  /** Feeds one chunk. The chunk may be unmasked in place and kept by views. */
+  write(chunk: Buffer): void {
+    let pos = 0;
+    const end = chunk.length;
+    while (pos < end && this.state !== STOPPED) {
+      if (this.state === HEADER) {
+        pos = this.readHeader(chunk, pos, end);
+      } else {
+        pos = this.readPayload(chunk, pos, end);
+      }
+    }
+  }
+
+  private fail(code: WebSocketErrorCode): void {
+    this.stop();
+    this.handler.onError(new WebSocketError(code));
+  }
+
+  /** Reads a frame header from `chunk[pos..]`; returns the new position. */
+  private readHeader(chunk: Buffer, pos: number, end: number): number {
+    let src = chunk;
+    let at = pos;
+    if (this.headerFilled === 0 && end - pos >= 2) {
+      const size = this.checkFirstTwo(chunk[pos], chunk[pos + 1]);
+      if (size < 0) return end;
+      if (end - pos < size) return this.holdHeader(chunk, pos, end);
+    } else {
+      const before = this.headerFilled;
+      const next = this.holdHeader(chunk, pos, end);
+      if (this.state === STOPPED) return end;
+      const header = this.header as Buffer;
+      const size = this.headerFilled >= 2 ? headerSize(header[1]) : 14;
+      if (this.headerFilled < size) return next;
+      // Complete: hand back the bytes taken beyond this header.
+      src = header;
+      at = 0;
+      this.headerFilled = 0;
+      pos += size - before;
+    }
+    const b1 = src[at + 1];
+    this.fin = (src[at] & 0x80) !== 0;
+    this.opcode = src[at] & 0x0f;
+    let length = b1 & 0x7f;
+    let offset = at + 2;
+    if (length === 126) {
+      length = src.readUInt16BE(offset);
+      offset += 2;
+    } else if (length === 127) {
+      const high = src.readUInt32BE(offset);
+      // RFC 6455 5.2: the most significant bit of a 64-bit length MUST be 0.
+      if (high >= 0x80000000) {
+        this.fail('INVALID_LENGTH');
+        return end;
+      }
+      length = high >= HIGH_WORD_LIMIT ? Infinity : high * 0x100000000 + src.readUInt32BE(offset + 4);
+      offset += 8;
+    }
+    this.mask = src.readUInt32BE(offset);
+    offset += 4;
+    if (src === chunk) pos = offset;
+    this.frameLength = length;
+    this.frameRead = 0;
+    if (this.opcode < 0x8) {
+      if (this.messageLength + length > this.maxPayload) {
+        this.fail('MESSAGE_TOO_BIG');
+        return end;
+      }
+      if (this.opcode !== OPCODE.CONTINUATION) this.messageOpcode = this.opcode;
+    }
+    this.state = PAYLOAD;
+    if (length === 0) this.frameDone(EMPTY, 0, 0);
+    return pos;
+  }
+
+  /**
+   * Checks the rules decidable from the first two header bytes, at once, so a
+   * bad frame fails before its length or payload arrive. Returns the header
+   * size, or -1 after reporting an error.
+   */
+  private checkFirstTwo(b0: number, b1: number): number {
+    const opcode = b0 & 0x0f;
+    // RFC 6455 5.2: RSV1-3 MUST be 0 unless an extension defines them.
+    if ((b0 & 0x70) !== 0) return this.failed('RSV_BITS_SET');
+    if (opcode >= 0x8) {
+      if (opcode > OPCODE.PONG) return this.failed('RESERVED_OPCODE');
+      // RFC 6455 5.5: control frames MUST NOT be fragmented ...
+      if ((b0 & 0x80) === 0) return this.failed('CONTROL_FRAGMENTED');
+      // ... and MUST have a payload length of 125 bytes or less.
+      if ((b1 & 0x7f) > 125) return this.failed('CONTROL_TOO_LONG');
+    } else if (opcode > OPCODE.BINARY) {
+      return this.failed('RESERVED_OPCODE');
+    } else if (opcode === OPCODE.CONTINUATION) {
+      // RFC 6455 5.4: a continuation needs a message in progress ...
+      if (this.messageOpcode === 0) return this.failed('UNEXPECTED_CONTINUATION');
+    } else if (this.messageOpcode !== 0) {
+      // ... and a new message may not start before the last one finished.
+      return this.failed('EXPECTED_CONTINUATION');
+    }
+    // RFC 6455 5.1: the server MUST close on an unmasked client frame.
+    if ((b1 & 0x80) === 0) return this.failed('UNMASKED_FRAME');
+    return headerSize(b1);
+  }
+
+  private failed(code: WebSocketErrorCode): number {
+    this.fail(code);
+    return -1;
+  }
+
+  /** Copies header bytes into the hold buffer, checking the first two once they are in. */
+  private holdHeader(chunk: Buffer, pos: number, end: number): number {
+    const header = (this.header ??= Buffer.allocUnsafe(14));
+    while (pos < end) {
+      const size = this.headerFilled >= 2 ? headerSize(header[1]) : 2;
+      if (this.headerFilled >= size) break;
+      const take = Math.min(size - this.headerFilled, end - pos);
+      chunk.copy(header, this.headerFilled, pos, pos + take);
+      this.headerFilled += take;
+      pos += take;
+      if (this.headerFilled === 2 && this.checkFirstTwo(header[0], header[1]) < 0) return end;
+    }
+    return pos;
+  }
+
+  /** Reads payload bytes of the current frame; returns the new position. */
+  private readPayload(chunk: Buffer, pos: number, end: number): number {
+    const want = this.frameLength - this.frameRead;
+    const take = Math.min(want, end - pos);
+    const isControl = this.opcode >= 0x8;
+
+    if (take === want && this.frameRead === 0 && (isControl || (this.fin && this.message === null))) {
+      // Whole frame in this chunk, nothing assembled: unmask in place, no copy.
+      unmask(chunk, pos, pos + take, this.mask);
+      this.frameDone(chunk, pos, pos + take);
+      return pos + take;
+    }
+
+    const mask = rotateMask(this.mask, this.frameRead);
+    if (isControl) {
+      const target = (this.controlBuffer ??= Buffer.allocUnsafe(this.frameLength));
+      maskInto(chunk, pos, pos + take, target, this.frameRead, mask);
+      this.frameRead += take;
+      if (this.frameRead === this.frameLength) {
+        this.controlBuffer = null;
+        this.frameDone(target, 0, target.length);
+      }
+      return pos + take;
+    }
+
+    const at = this.messageLength;
+    const target = this.reserve(at + want);
+    maskInto(chunk, pos, pos + take, target, at, mask);
+    this.messageLength += take;
+    this.frameRead += take;
+    if (this.messageOpcode === OPCODE.TEXT) {
+      // Fail fast: a bad byte closes the connection before the message ends.
+      this.utf8State = utf8Continue(this.utf8State, target, at, at + take);
+      if (this.utf8State === UTF8_INVALID) {
+        this.fail('INVALID_UTF8');
+        return end;
+      }
+    }
+    if (this.frameRead === this.frameLength) this.frameDone(null, 0, 0);
+    return pos + take;
+  }
+
+  /** Ensures the message buffer holds `size` bytes, growing geometrically. */
+  private reserve(size: number): Buffer {
+    const current = this.message;
+    if (current !== null && current.length >= size) return current;
+    let capacity = size;
+    if (current !== null || !this.fin) {
+      // Fragmented: grow by doubling so many small fragments copy O(n) bytes.
+      capacity = Math.min(Math.max(size, (current?.length ?? 0) * 2, 1024), this.maxPayload);
+    }
+    const grown = Buffer.allocUnsafe(capacity);
+    if (current !== null) current.copy(grown, 0, 0, this.messageLength);
+    this.message = grown;
+    return grown;
+  }
+
+  /**
+   * A frame's payload is complete. `buf[start, end)` is the payload of a frame
+   * read without copying; `buf` is null when it went into the message buffer.
+   */
+  private frameDone(buf: Buffer | null, start: number, end: number): void {
+    this.state = HEADER;
+    const opcode = this.opcode;
+    if (opcode >= 0x8) {
+      this.control(opcode, buf as Buffer, start, end);
+      return;
+    }
+    if (buf !== null && end > start) {
+      // A whole single-frame message read in place (or an empty fragment).
+      if (this.messageOpcode === OPCODE.TEXT && this.message === null) {
+        if (!isValidUtf8(buf, start, end)) return this.fail('INVALID_UTF8');
+      }
+    }
+    if (!this.fin) return;
+    let payload: Buffer;
+    if (this.message !== null) {
+      payload = this.message.subarray(0, this.messageLength);
+      if (this.messageOpcode === OPCODE.TEXT && this.utf8State !== 0) return this.fail('INVALID_UTF8');
+    } else {
+      payload = buf === null || end === start ? EMPTY : buf.subarray(start, end);
+    }
+    const messageOpcode = this.messageOpcode;
+    this.messageOpcode = 0;
+    this.message = null;
+    this.messageLength = 0;
+    this.utf8State = 0;
+    this.handler.onMessage(messageOpcode, payload);
+  }
+
+  private control(opcode: number, buf: Buffer, start: number, end: number): void {
+    if (opcode === OPCODE.PING) {
+      this.handler.onPing(copyOut(buf, start, end));
+    } else if (opcode === OPCODE.PONG) {
+      this.handler.onPong(copyOut(buf, start, end));
+    } else {
+      const length = end - start;
+      // RFC 6455 5.5.1: a close body, if any, starts with a 2-byte status code.
+      if (length === 1) return this.fail('INVALID_CLOSE_PAYLOAD');
+      let code = 1005;
+      let reason = '';
+      if (length >= 2) {
+        code = buf.readUInt16BE(start);
+        if (!isValidCloseCode(code)) return this.fail('INVALID_CLOSE_CODE');
+        // RFC 6455 5.5.1: the reason is UTF-8 encoded data.
+        if (!isValidUtf8(buf, start + 2, end)) return this.fail('INVALID_CLOSE_REASON');
+        reason = buf.toString('utf8', start + 2, end);
+      }
+      this.stop();
+      this.handler.onClose(code, reason);
+    }
+  }
+}
+
+/** Header size from its second byte: 2, plus the extended length, plus the mask. */
+function headerSize(b1: number): number {
+  const length = b1 & 0x7f;
+  return 2 + (length === 126 ? 2 : length === 127 ? 8 : 0) + (b1 & 0x80 ? 4 : 0);
+}
+
+/** Control payloads are tiny: copy them so they never pin a large chunk. */
+function copyOut(buf: Buffer, start: number, end: number): Buffer {
+  if (end === start) return EMPTY;
+  return Buffer.from(buf.subarray(start, end));
+}
