@@ -1,0 +1,48 @@
+/**
+ * wavecast peer. The backend is whatever `src/native.ts` picked at load: the
+ * addon, or the pure-JS fallback with `WAVECAST_NO_NATIVE=1`; the ready line
+ * says which, and the runner checks it.
+ *
+ * Echo relays the received frame (`push(fd, frame)`), wavecast's idiom for
+ * "send these validated bytes back", so text is never decoded, as in the ws
+ * and uWS peers. Broadcast uses `server.broadcast` when the server has it
+ * (issue 4) and a loop of `push` over the receivers otherwise.
+ */
+import { Server, backend } from '../../src/index.js';
+import type { Frame } from '../../src/index.js';
+import { onStop, parseArgs, ready } from './common.js';
+
+/** The broadcast call as the benchmark uses it (issue 4 may add options). */
+type Broadcast = (data: Frame) => unknown;
+
+const { scenario, port } = parseArgs();
+const server = new Server({ host: '127.0.0.1', port, maxPayload: 2 * 1024 * 1024 });
+const receivers = new Set<number>();
+const broadcast = (server as unknown as { broadcast?: Broadcast }).broadcast;
+
+if (scenario === 'echo') {
+  server.on('message', (frame) => {
+    server.push(frame.fd, frame);
+  });
+} else {
+  server.on('open', (fd, request) => {
+    if (request.url === '/recv') receivers.add(fd);
+  });
+  server.on('close', (fd) => {
+    receivers.delete(fd);
+  });
+  server.on('message', (frame) => {
+    if (receivers.has(frame.fd)) return;
+    if (typeof broadcast === 'function') {
+      // Reaches every connection, the sender too: the load generator drops
+      // what the sender gets, and it is one copy in 1,001 or 10,001.
+      broadcast.call(server, frame);
+    } else {
+      for (const fd of receivers) server.push(fd, frame);
+    }
+  });
+}
+
+await server.start();
+ready(server.port, { peer: 'wavecast', backend, broadcast: typeof broadcast === 'function' ? 'broadcast' : 'push loop' });
+onStop(() => server.stop());
