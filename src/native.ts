@@ -9,6 +9,7 @@
  * more than it saves; the thresholds come from `npm run bench:micro`.
  */
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import * as jsMask from './fallback/mask.js';
 import * as jsUtf8 from './fallback/utf8.js';
@@ -16,8 +17,24 @@ import * as jsUtf8 from './fallback/utf8.js';
 /** Which implementation of the hot functions this process runs. */
 export type Backend = 'native' | 'js';
 
+/**
+ * Writes `head` then `body` (when given) to each of `fds[0, count)` with one
+ * non-blocking `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` per descriptor.
+ * `results[i]` receives the bytes the kernel took for `fds[i]` (may be fewer
+ * than offered: the rest is the caller's to queue, after them) or `-errno`:
+ * `-EAGAIN` when the send buffer is full, `-EPIPE` / `-ECONNRESET` when the
+ * peer is gone (never a SIGPIPE), `-EBADF` for a negative descriptor.
+ */
+export type WriteBatch = (
+  fds: Int32Array,
+  count: number,
+  head: Uint8Array,
+  results: Int32Array,
+  body?: Uint8Array | null,
+) => void;
+
 /** The functions the addon exports (see `native/addon.cc`). */
-interface Addon {
+export interface Addon {
   unmask(buf: Uint8Array, start: number, end: number, mask: number): void;
   maskInto(
     source: Uint8Array,
@@ -29,6 +46,10 @@ interface Addon {
   ): void;
   isValidUtf8(buf: Uint8Array, start: number, end: number): boolean;
   utf8Continue(state: number, buf: Uint8Array, start: number, end: number): number;
+  /** Absent where the platform has no socket descriptors to write to (not Linux). */
+  writeBatch?: WriteBatch;
+  /** The SIMD code paths the addon picked for this CPU. */
+  simd: { mask: string; utf8: string };
 }
 
 function disabledByEnv(): boolean {
@@ -48,7 +69,12 @@ function loadAddon(): Addon | null {
   }
 }
 
-const addon = loadAddon();
+/**
+ * The addon itself, without the size thresholds below, or `null` when the JS
+ * fallback runs. For tests and benchmarks; the library calls the wrapped
+ * exports.
+ */
+export const addon: Addon | null = loadAddon();
 
 /** `'native'` when the addon is loaded, `'js'` otherwise. */
 export const backend: Backend = addon ? 'native' : 'js';
@@ -90,3 +116,32 @@ export const utf8Continue: Addon['utf8Continue'] = addon
         ? jsUtf8.utf8Continue(state, buf, start, end)
         : addon.utf8Continue(state, buf, start, end)
   : jsUtf8.utf8Continue;
+
+/**
+ * The batched multi-socket write, or `null` when the JS backend runs or the
+ * platform has no descriptors to write to; then each socket is written with
+ * `socket.write()`. Pass only descriptors from {@link writableFd}.
+ */
+export const writeBatch: WriteBatch | null = addon?.writeBatch ?? null;
+
+/** The parts of a libuv stream handle that {@link writableFd} reads. */
+interface StreamHandle {
+  fd?: unknown;
+  writeQueueSize?: unknown;
+}
+
+/**
+ * The OS descriptor of `socket` when bytes written to it natively would go out
+ * in order, or -1. That holds only for a plain TCP (or pipe) socket that is
+ * connected and writable and has nothing queued, neither in the JS stream
+ * (`writableLength`, corked writes included) nor in libuv (`writeQueueSize`).
+ * TLS sockets are -1: their descriptor carries ciphertext.
+ */
+export function writableFd(socket: Socket): number {
+  if ((socket as { encrypted?: unknown }).encrypted === true) return -1;
+  if (socket.destroyed || socket.connecting || !socket.writable || socket.writableLength !== 0) return -1;
+  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
+  if (!handle || handle.writeQueueSize !== 0) return -1;
+  const fd = handle.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : -1;
+}

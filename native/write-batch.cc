@@ -1,0 +1,39 @@
+// Broadcast fan-out: one encoded frame offered to many sockets with one
+// sendmsg() each, from one call into the addon instead of one socket.write()
+// per recipient. Linux only: elsewhere the addon does not export writeBatch
+// and the JS path writes each socket.
+#include "write-batch.h"
+
+#if defined(WAVECAST_HAVE_WRITE_BATCH)
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace wavecast {
+
+void WriteBatch(const int32_t* fds, size_t count, const struct iovec* iov, int iovcnt,
+                int32_t* results) {
+  struct msghdr msg = {};
+  msg.msg_iov = const_cast<struct iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(iovcnt);
+  for (size_t i = 0; i < count; i++) {
+    if (fds[i] < 0) {
+      results[i] = -EBADF;
+      continue;
+    }
+    ssize_t sent;
+    do {
+      // MSG_DONTWAIT: never block the event loop, even on a descriptor that
+      // someone set to blocking. MSG_NOSIGNAL: a reset peer is an EPIPE
+      // result here, not a process-killing SIGPIPE.
+      sent = sendmsg(fds[i], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    // EWOULDBLOCK equals EAGAIN on Linux, so callers test one code.
+    results[i] = sent < 0 ? -errno : static_cast<int32_t>(sent);
+  }
+}
+
+}  // namespace wavecast
+
+#endif  // WAVECAST_HAVE_WRITE_BATCH
