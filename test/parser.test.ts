@@ -1,0 +1,277 @@
+/**
+ * The frame parser, driven through its handler interface without sockets.
+ * Every case is also re-run with its input split at every byte boundary and
+ * fed one byte at a time.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { WebSocketError } from '../src/errors.js';
+import { Parser, type ParserHandler } from '../src/protocol/parser.js';
+import { clientFrame } from './helpers.js';
+
+type Event =
+  | ['message', number, string]
+  | ['ping', string]
+  | ['pong', string]
+  | ['close', number, string]
+  | ['error', string, number];
+
+class Recorder implements ParserHandler {
+  events: Event[] = [];
+  onMessage(opcode: number, payload: Buffer): void {
+    this.events.push(['message', opcode, payload.toString('hex')]);
+  }
+  onPing(payload: Buffer): void {
+    this.events.push(['ping', payload.toString('hex')]);
+  }
+  onPong(payload: Buffer): void {
+    this.events.push(['pong', payload.toString('hex')]);
+  }
+  onClose(code: number, reason: string): void {
+    this.events.push(['close', code, reason]);
+  }
+  onError(error: WebSocketError): void {
+    this.events.push(['error', error.code, error.closeCode]);
+  }
+}
+
+const MASK = Buffer.from('37fa213d', 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const masked = (opcode: number, payload: Buffer | string, opts: Parameters<typeof clientFrame>[2] = {}): Buffer =>
+  clientFrame(opcode, payload, { mask: MASK, ...opts });
+
+/** Feeds `chunks` to a fresh parser; returns the events. */
+function run(chunks: Buffer[], maxPayload = 1 << 20): Event[] {
+  const recorder = new Recorder();
+  const parser = new Parser(recorder, maxPayload);
+  // Copies: the parser unmasks in place.
+  for (const chunk of chunks) parser.write(Buffer.from(chunk));
+  return recorder.events;
+}
+
+/** Asserts the events for `input` whole, split at every byte, and byte by byte. */
+function check(input: Buffer, expected: Event[], maxPayload?: number): void {
+  assert.deepEqual(run([input], maxPayload), expected, 'whole input');
+  for (let i = 1; i < input.length; i++) {
+    assert.deepEqual(run([input.subarray(0, i), input.subarray(i)], maxPayload), expected, `split at ${i}`);
+  }
+  const bytes = Array.from({ length: input.length }, (_, i) => input.subarray(i, i + 1));
+  assert.deepEqual(run(bytes, maxPayload), expected, 'byte by byte');
+}
+
+const text = (s: string): Event => ['message', 1, Buffer.from(s).toString('hex')];
+
+describe('parser: valid frames', () => {
+  test("reads RFC 6455 5.7's masked 'Hello' example", () => {
+    check(hex('81 85 37fa213d 7f9f4d5158'), [text('Hello')]);
+  });
+
+  test('reads an empty text message and an empty binary message', () => {
+    check(Buffer.concat([masked(1, ''), masked(2, '')]), [text(''), ['message', 2, '']]);
+  });
+
+  test('reads 7-bit, 16-bit and 64-bit payload lengths (125, 126, 65535, 65536 bytes)', () => {
+    for (const size of [125, 126, 65535, 65536]) {
+      const payload = Buffer.alloc(size, 0x61 + (size % 26));
+      const frame = masked(2, payload);
+      assert.deepEqual(run([frame]), [['message', 2, payload.toString('hex')]], `size ${size}`);
+      const mid = frame.length >> 1;
+      assert.deepEqual(run([frame.subarray(0, mid), frame.subarray(mid)]), [['message', 2, payload.toString('hex')]]);
+    }
+  });
+
+  test('accepts a 16-bit length field carrying a small value (non-minimal encoding)', () => {
+    check(hex('82 fe 0003 00000000 010203'), [['message', 2, '010203']]);
+  });
+
+  test('reassembles a message fragmented into text + continuations', () => {
+    const input = Buffer.concat([masked(1, 'Hel', { fin: false }), masked(0, 'l', { fin: false }), masked(0, 'o')]);
+    check(input, [text('Hello')]);
+  });
+
+  test('reassembles fragments that include empty ones', () => {
+    const input = Buffer.concat([masked(2, '', { fin: false }), masked(0, 'ab', { fin: false }), masked(0, '', { fin: false }), masked(0, 'c')]);
+    check(input, [['message', 2, Buffer.from('abc').toString('hex')]]);
+  });
+
+  test('accepts control frames between fragments of a message', () => {
+    const input = Buffer.concat([
+      masked(1, 'a', { fin: false }),
+      masked(9, 'p1'),
+      masked(0, 'b', { fin: false }),
+      masked(10, 'p2'),
+      masked(0, 'c'),
+    ]);
+    check(input, [['ping', Buffer.from('p1').toString('hex')], ['pong', Buffer.from('p2').toString('hex')], text('abc')]);
+  });
+
+  test('reads several messages in one chunk, in order', () => {
+    const input = Buffer.concat([masked(1, 'one'), masked(2, Buffer.from([1, 2])), masked(1, 'three')]);
+    check(input, [text('one'), ['message', 2, '0102'], text('three')]);
+  });
+
+  test('reads ping and pong payloads of 0 and 125 bytes', () => {
+    const big = Buffer.alloc(125, 7);
+    check(Buffer.concat([masked(9, ''), masked(10, big)]), [['ping', ''], ['pong', big.toString('hex')]]);
+  });
+
+  test('reads a close frame with code and reason, and stops after it', () => {
+    check(Buffer.concat([masked(8, Buffer.concat([hex('03e8'), Buffer.from('bye')])), masked(1, 'ignored')]), [['close', 1000, 'bye']]);
+  });
+
+  test('reports an empty close frame as 1005', () => {
+    check(masked(8, ''), [['close', 1005, '']]);
+  });
+
+  test('accepts every valid close code: 1000-1003, 1007-1014, 3000-4999', () => {
+    for (const code of [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4999]) {
+      const body = Buffer.alloc(2);
+      body.writeUInt16BE(code);
+      assert.deepEqual(run([masked(8, body)]), [['close', code, '']], `code ${code}`);
+    }
+  });
+
+  test('validates multi-byte UTF-8 split across fragments at every byte', () => {
+    const s = 'κόσμε 😀 €';
+    const bytes = Buffer.from(s);
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const input = Buffer.concat([masked(1, bytes.subarray(0, cut), { fin: false }), masked(0, bytes.subarray(cut))]);
+      assert.deepEqual(run([input]), [text(s)], `cut at ${cut}`);
+    }
+  });
+
+  test('accepts a message of exactly maxPayload bytes, fragmented', () => {
+    const input = Buffer.concat([masked(2, Buffer.alloc(6, 1), { fin: false }), masked(0, Buffer.alloc(4, 2))]);
+    check(input, [['message', 2, '01010101010102020202']], 10);
+  });
+});
+
+describe('parser: protocol errors', () => {
+  const err = (code: string, close: number): Event => ['error', code, close];
+
+  test('fails with 1002 on an unmasked client frame', () => {
+    check(hex('81 05 48656c6c6f'), [err('UNMASKED_FRAME', 1002)]);
+  });
+
+  test('fails with 1002 on each RSV bit set without an extension', () => {
+    for (const rsv of [4, 2, 1]) check(masked(1, 'x', { rsv }), [err('RSV_BITS_SET', 1002)]);
+  });
+
+  test('fails with 1002 on reserved opcodes 3-7 and 11-15', () => {
+    for (const opcode of [3, 4, 5, 6, 7, 11, 12, 13, 14, 15]) check(masked(opcode, 'x'), [err('RESERVED_OPCODE', 1002)]);
+  });
+
+  test('fails with 1002 on a fragmented control frame', () => {
+    check(masked(9, 'x', { fin: false }), [err('CONTROL_FRAGMENTED', 1002)]);
+  });
+
+  test('fails with 1002 on a control frame longer than 125 bytes', () => {
+    check(masked(9, Buffer.alloc(126)), [err('CONTROL_TOO_LONG', 1002)]);
+  });
+
+  test('fails with 1002 on a continuation with nothing to continue', () => {
+    check(masked(0, 'x'), [err('UNEXPECTED_CONTINUATION', 1002)]);
+  });
+
+  test('fails with 1002 on a new data frame inside a fragmented message', () => {
+    check(Buffer.concat([masked(1, 'a', { fin: false }), masked(1, 'b')]), [err('EXPECTED_CONTINUATION', 1002)]);
+  });
+
+  test('fails with 1002 on a 64-bit length with the top bit set', () => {
+    check(hex('82 ff 8000000000000001 00000000'), [err('INVALID_LENGTH', 1002)]);
+  });
+
+  test('fails with 1009 from the header of a frame larger than maxPayload, before its payload', () => {
+    // Only the header is sent: the error must not wait for the payload.
+    check(masked(2, Buffer.alloc(0), { length: 1025 }).subarray(0, 8), [err('MESSAGE_TOO_BIG', 1009)], 1024);
+  });
+
+  test('fails with 1009 on a 2^53-byte length header', () => {
+    check(hex('82 ff 0020000000000000 00000000'), [err('MESSAGE_TOO_BIG', 1009)]);
+  });
+
+  test('fails with 1009 when fragments add up past maxPayload', () => {
+    const input = Buffer.concat([masked(2, Buffer.alloc(6), { fin: false }), masked(0, Buffer.alloc(5))]);
+    check(input, [err('MESSAGE_TOO_BIG', 1009)], 10);
+  });
+
+  test('fails with 1007 on invalid UTF-8 in a single-frame text message', () => {
+    check(masked(1, hex('cebae1bdb9cf83cebcceb5eda080656469746564')), [err('INVALID_UTF8', 1007)]);
+  });
+
+  test('fails with 1007 at the first bad fragment, before the message ends', () => {
+    // The final fragment is never sent: the error comes from the second one.
+    const input = Buffer.concat([masked(1, 'ok', { fin: false }), masked(0, hex('c0af'), { fin: false })]);
+    check(input, [err('INVALID_UTF8', 1007)]);
+  });
+
+  test('fails with 1007 inside a large frame before the frame is complete', () => {
+    const payload = Buffer.concat([Buffer.alloc(1000, 0x61), hex('ff'), Buffer.alloc(1000, 0x61)]);
+    const frame = masked(1, payload);
+    // Header plus the first 1,100 payload bytes: the bad byte is among them.
+    const headerLength = frame.length - payload.length;
+    assert.deepEqual(run([frame.subarray(0, headerLength + 1100)]), [err('INVALID_UTF8', 1007)]);
+  });
+
+  test('fails with 1007 when a text message ends inside a code point', () => {
+    const input = Buffer.concat([masked(1, hex('e282'), { fin: false }), masked(0, '')]);
+    check(input, [err('INVALID_UTF8', 1007)]);
+  });
+
+  test('fails with 1002 on a close frame with a 1-byte payload', () => {
+    check(masked(8, hex('03')), [err('INVALID_CLOSE_PAYLOAD', 1002)]);
+  });
+
+  test('fails with 1002 on invalid close codes', () => {
+    for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]) {
+      const body = Buffer.alloc(2);
+      body.writeUInt16BE(code);
+      assert.deepEqual(run([masked(8, body)]), [err('INVALID_CLOSE_CODE', 1002)], `code ${code}`);
+    }
+  });
+
+  test('fails with 1007 on a close reason that is not UTF-8', () => {
+    check(masked(8, hex('03e8 ff')), [err('INVALID_CLOSE_REASON', 1007)]);
+  });
+
+  test('reports only the first error and ignores every later byte', () => {
+    const input = Buffer.concat([masked(3, 'x'), masked(1, 'never'), hex('81 05 00')]);
+    check(input, [err('RESERVED_OPCODE', 1002)]);
+  });
+});
+
+describe('parser: memory', () => {
+  test('a message in many tiny fragments is held in one buffer of about its size', () => {
+    const recorder = new Recorder();
+    const parser = new Parser(recorder, 1 << 20);
+    let payload: Buffer | null = null;
+    recorder.onMessage = (_opcode, p) => {
+      payload = p;
+    };
+    const fragments = 20_000;
+    parser.write(masked(2, Buffer.from([0]), { fin: false }));
+    for (let i = 1; i < fragments - 1; i++) parser.write(masked(0, Buffer.from([i & 0xff]), { fin: false }));
+    parser.write(masked(0, Buffer.from([(fragments - 1) & 0xff])));
+    assert.ok(payload !== null);
+    const p = payload as Buffer;
+    assert.equal(p.length, fragments);
+    for (let i = 0; i < fragments; i++) if (p[i] !== (i & 0xff)) assert.fail(`byte ${i}`);
+    // One backing store, at most twice the message (geometric growth), not a chunk per fragment.
+    assert.ok(p.buffer.byteLength <= 2 * fragments + 1024, `backing store ${p.buffer.byteLength}`);
+  });
+
+  test('a fragmented message does not keep the socket chunks it came in alive', () => {
+    const recorder = new Recorder();
+    const parser = new Parser(recorder, 1 << 20);
+    let payload: Buffer | null = null;
+    recorder.onMessage = (_opcode, p) => {
+      payload = p;
+    };
+    const chunk = Buffer.alloc(64 * 1024);
+    const first = masked(2, 'ab', { fin: false });
+    first.copy(chunk);
+    parser.write(chunk.subarray(0, first.length));
+    parser.write(masked(0, 'cd'));
+    assert.notEqual((payload as Buffer | null)?.buffer, chunk.buffer);
+  });
+});
