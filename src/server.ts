@@ -218,8 +218,14 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       this.emit('request', req, res);
       return;
     }
-    res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain; charset=utf-8' });
-    res.end('this is a WebSocket server: upgrade required');
+    const body = 'this is a WebSocket server: upgrade required';
+    res.writeHead(426, {
+      Upgrade: 'websocket',
+      Connection: 'close',
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
   };
   private readonly onConnection = (socket: Socket): void => {
     this.armHandshakeTimer(socket);

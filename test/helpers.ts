@@ -138,7 +138,7 @@ export function closeOf(frame: ServerFrame): { code: number; reason: string } {
 
 export const UPGRADE_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 /** The accept value for UPGRADE_KEY (RFC 6455 1.3's example). */
-export const UPGRADE_ACCEPT = 's3pPLMBiTxaQ9kYGJzzhZRbK+xo=';
+export const UPGRADE_ACCEPT = 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=';
 
 /** An upgrade request; `headers` override or (with undefined) remove defaults. */
 export function upgradeRequest(
