@@ -79,9 +79,23 @@ export const addon: Addon | null = loadAddon();
 /** `'native'` when the addon is loaded, `'js'` otherwise. */
 export const backend: Backend = addon ? 'native' : 'js';
 
-/** Below these sizes (bytes) the JS path is used even with the addon. */
-const UNMASK_NATIVE_MIN = 64;
-const UTF8_NATIVE_MIN = 64;
+/*
+ * Below these sizes (bytes) the JS path is used even with the addon; from
+ * `npm run bench:micro` and crossover runs at 32..128 B and 1..16 KiB on an
+ * AMD EPYC (AVX2), pinned to one CPU. A call into the addon costs about 55 ns
+ * whatever the size; the JS loop masks about 1.5 bytes per ns.
+ *
+ * - unmask: the JS loop wins up to about 96 B, the addon from 112 B on.
+ * - maskInto: six arguments cost a little more to check; the addon wins from
+ *   about 128 B.
+ * - UTF-8: Node's built-in `buffer.isUtf8` (simdutf, called without N-API)
+ *   is as fast as the addon up to 8 KiB and faster below 4 KiB, so the JS
+ *   fallback, which uses it above 24 B, runs below 16 KiB; from 16 KiB the
+ *   addon is faster on ASCII and level on other text.
+ */
+const UNMASK_NATIVE_MIN = 112;
+const MASK_INTO_NATIVE_MIN = 128;
+const UTF8_NATIVE_MIN = 16 * 1024;
 
 export { rotateMask } from './fallback/mask.js';
 export { UTF8_INVALID } from './fallback/utf8.js';
@@ -95,7 +109,7 @@ export const unmask: Addon['unmask'] = addon
 /** Copies `source[sourceStart, sourceEnd)` into `target` at `targetStart`, XOR the mask. */
 export const maskInto: Addon['maskInto'] = addon
   ? (source, sourceStart, sourceEnd, target, targetStart, mask) =>
-      sourceEnd - sourceStart < UNMASK_NATIVE_MIN
+      sourceEnd - sourceStart < MASK_INTO_NATIVE_MIN
         ? jsMask.maskInto(source, sourceStart, sourceEnd, target, targetStart, mask)
         : addon.maskInto(source, sourceStart, sourceEnd, target, targetStart, mask)
   : jsMask.maskInto;

@@ -64,7 +64,8 @@ function validScalar(buf: Uint8Array, start: number, end: number): boolean {
 /** Whether `buf[start, end)` is well-formed UTF-8 in its entirety. */
 export function isValidUtf8(buf: Uint8Array, start: number, end: number): boolean {
   if (end - start <= SCALAR_MAX) return validScalar(buf, start, end);
-  return isUtf8(buf.subarray(start, end));
+  // A whole-buffer check needs no view: subarray() costs as much as checking 1 KiB.
+  return isUtf8(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
 }
 
 /**
