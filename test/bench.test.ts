@@ -1,0 +1,88 @@
+/**
+ * Smoke test of the load benchmark: the C load generator builds, completes
+ * real handshakes with the `ws` peer, and a short echo and broadcast run end
+ * with every echo verified and nothing lost or reordered. About 5 s in all;
+ * no pinning, so it runs on any Linux machine with a C compiler.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { PEERS, buildLoadgen, runConnect, runLoad, startPeer } from '../bench/harness.js';
+import type { RunningPeer } from '../bench/harness.js';
+
+const wsPeer = PEERS.find((p) => p.id === 'ws')!;
+
+describe('load benchmark against the ws peer', { timeout: 60_000 }, () => {
+  before(() => {
+    buildLoadgen();
+  });
+
+  describe('echo', () => {
+    let server: RunningPeer;
+    before(async () => {
+      server = await startPeer(wsPeer, 'echo', null);
+    });
+    after(() => server.stop());
+
+    it('verifies every echo byte for byte, binary at depth 4', async () => {
+      const r = await runLoad({ mode: 'echo', port: server.port, conns: 8, depth: 4, size: 200, duration: 0.5, warmup: 0.1 }, null);
+      assert.equal(r.error, null);
+      assert.ok((r.rate ?? 0) > 0, 'some round trips were measured');
+      assert.equal(r.mismatches, 0);
+      assert.equal(r.protocol_errors, 0);
+      assert.equal(r.closed, 0);
+      assert.equal(r.undelivered, 0);
+    });
+
+    it('verifies 70 KiB text echoes, which take 64-bit lengths and many reads', async () => {
+      const r = await runLoad({ mode: 'echo', port: server.port, conns: 2, depth: 2, size: 70_000, text: true, duration: 0.3, warmup: 0.1 }, null);
+      assert.equal(r.error, null);
+      assert.ok((r.rate ?? 0) > 0);
+      assert.equal(r.mismatches, 0);
+      assert.equal(r.protocol_errors, 0);
+    });
+
+    it('reports handshakes per second and the RSS growth of idle connections', async () => {
+      const r = await runConnect({ mode: 'connect', port: server.port, conns: 300, concurrency: 50 }, server, null);
+      assert.equal(r.error, null);
+      assert.equal(r.opened, 300);
+      assert.ok((r.handshakes_per_s ?? 0) > 0);
+      assert.ok(Number.isFinite(r.kib_per_conn));
+    });
+  });
+
+  describe('broadcast', () => {
+    let server: RunningPeer;
+    before(async () => {
+      server = await startPeer(wsPeer, 'broadcast', null);
+    });
+    after(() => server.stop());
+
+    it('delivers every message to every receiver in order, none lost', async () => {
+      const r = await runLoad({ mode: 'broadcast', port: server.port, conns: 50, window: 8, size: 64, duration: 0.5, warmup: 0.1 }, null);
+      assert.equal(r.error, null);
+      assert.ok((r.rate ?? 0) > 0);
+      assert.equal(r.lost, 0);
+      assert.equal(r.reordered, 0);
+      assert.equal(r.mismatches, 0);
+      assert.equal(r.undelivered, 0);
+    });
+  });
+
+  it('fails the handshake check when the server is not a WebSocket server', async () => {
+    const http = await import('node:http');
+    const plain = http.createServer((_req, res) => res.end('no'));
+    plain.on('upgrade', (_req, socket) => {
+      // A 101 with a wrong accept key: the client must refuse it.
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n');
+    });
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    const { port } = plain.address() as { port: number };
+    try {
+      const r = await runLoad({ mode: 'echo', port, conns: 1, duration: 0.2, warmup: 0 }, null);
+      assert.match(r.error ?? '', /Sec-WebSocket-Accept/);
+      assert.equal(r.opened, 0);
+    } finally {
+      plain.close();
+    }
+  });
+});
