@@ -302,8 +302,16 @@ static void arm(conn_t *c, int out) {
 
 static int inflight; /* handshakes started and not finished */
 
+/* Frames are built in one shared scratch buffer that stays in cache and is
+ * written out right after the event that produced them; only bytes the
+ * kernel does not take move to the connection's own buffer. Per-connection
+ * buffers of 100 x 160 KiB would miss the cache on every store. */
+static buf_t scratch;
+static conn_t *scratch_owner;
+
 static void conn_close(conn_t *c, int unexpected) {
   if (c->state == ST_CLOSED) return;
+  if (scratch_owner == c) { scratch_owner = NULL; scratch.len = scratch.off = 0; }
   if (c->state == ST_OPEN) nopen--;
   else { inflight--; nfailed++; } /* closed before the handshake completed */
   if (unexpected) nclosed_unexpected++;
@@ -313,7 +321,44 @@ static void conn_close(conn_t *c, int unexpected) {
   c->fd = -1;
 }
 
+static void flush_scratch(void) {
+  conn_t *c = scratch_owner;
+  scratch_owner = NULL;
+  while (c && c->state != ST_CLOSED && scratch.len > scratch.off) {
+    ssize_t n = write(c->fd, scratch.p + scratch.off, scratch.len - scratch.off);
+    if (n > 0) { scratch.off += (size_t)n; continue; }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      size_t rest = scratch.len - scratch.off;
+      buf_reserve(&c->out, rest);
+      memcpy(c->out.p + c->out.len, scratch.p + scratch.off, rest);
+      c->out.len += rest;
+      arm(c, 1);
+      break;
+    }
+    scratch.len = scratch.off = 0;
+    conn_close(c, 1);
+    return;
+  }
+  scratch.len = scratch.off = 0;
+}
+
+/* Where the next frame for c goes: after c's unsent bytes if it has any,
+ * else into the scratch buffer (handing it over from its previous owner). */
+static buf_t *out_for(conn_t *c) {
+  if (c->out.len > c->out.off) return &c->out;
+  if (scratch_owner != c) {
+    if (scratch_owner) flush_scratch();
+    scratch_owner = c;
+  }
+  return &scratch;
+}
+
 static void flush_out(conn_t *c) {
+  if (scratch_owner == c) {
+    flush_scratch();
+    if (c->state == ST_CLOSED) return;
+  }
   while (c->out.len > c->out.off) {
     ssize_t n = write(c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
     if (n > 0) { c->out.off += (size_t)n; continue; }
@@ -326,13 +371,16 @@ static void flush_out(conn_t *c) {
   arm(c, 0);
 }
 
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+
 /* Append one masked frame. The payload is given in up to three pieces so
  * that messages are masked straight from the pattern without a staging copy. */
 static void send_frame(conn_t *c, int opcode, const uint8_t *a, size_t al, const uint8_t *b, size_t bl,
                        const uint8_t *d, size_t dl) {
   size_t len = al + bl + dl;
-  buf_reserve(&c->out, len + 14);
-  uint8_t *h = c->out.p + c->out.len;
+  buf_t *o = out_for(c);
+  buf_reserve(o, len + 14);
+  uint8_t *h = o->p + o->len;
   size_t hl;
   h[0] = 0x80 | (uint8_t)opcode;
   if (len < 126) { h[1] = 0x80 | (uint8_t)len; hl = 2; }
@@ -355,6 +403,23 @@ static void send_frame(conn_t *c, int opcode, const uint8_t *a, size_t al, const
     size_t n = lens[k], i = 0;
     /* bring pos to a multiple of 4 so the 64-bit mask lines up */
     while (i < n && (pos & 3)) { dst[pos] = src[i] ^ ((uint8_t *)&mask)[pos & 3]; i++; pos++; }
+    /* 16 bytes at a time with GCC/Clang vector types (SSE2 at -O2 on
+     * x86-64), four at once: masking must not make this the bottleneck. */
+    v16u8 mv;
+    memcpy(&mv, &m64, 8);
+    memcpy((uint8_t *)&mv + 8, &m64, 8);
+    for (; i + 64 <= n; i += 64, pos += 64) {
+      v16u8 a0, a1, a2, a3;
+      memcpy(&a0, src + i, 16);
+      memcpy(&a1, src + i + 16, 16);
+      memcpy(&a2, src + i + 32, 16);
+      memcpy(&a3, src + i + 48, 16);
+      a0 ^= mv; a1 ^= mv; a2 ^= mv; a3 ^= mv;
+      memcpy(dst + pos, &a0, 16);
+      memcpy(dst + pos + 16, &a1, 16);
+      memcpy(dst + pos + 32, &a2, 16);
+      memcpy(dst + pos + 48, &a3, 16);
+    }
     for (; i + 8 <= n; i += 8, pos += 8) {
       uint64_t v;
       memcpy(&v, src + i, 8);
@@ -363,7 +428,7 @@ static void send_frame(conn_t *c, int opcode, const uint8_t *a, size_t al, const
     }
     for (; i < n; i++, pos++) dst[pos] = src[i] ^ ((uint8_t *)&mask)[pos & 3];
   }
-  c->out.len += hl + 4 + len;
+  o->len += hl + 4 + len;
 }
 
 static inline void hex16(uint64_t v, uint8_t *out) {
@@ -735,7 +800,7 @@ static void handle_event(conn_t *c, uint32_t events, uint64_t now) {
       }
       return;
     }
-    if (c->state == ST_OPEN && c->out.len > c->out.off) flush_out(c);
+    if (c->state == ST_OPEN && (scratch_owner == c || c->out.len > c->out.off)) flush_out(c);
   }
 }
 
