@@ -108,6 +108,34 @@ describe(named(`native equals JS (backend ${backend})`, skipNative), { skip: ski
     assert.ok(invalid > 50, 'the random inputs include invalid ones');
   });
 
+  test('stays inside buffers that end where the range ends (what ASan checks in npm run test:asan)', () => {
+    // Buffer.alloc never hands out a slice of a shared pool, so each buffer is
+    // its own allocation and a byte read or written past its end is one
+    // AddressSanitizer reports.
+    const random = rng(0x5eed4);
+    for (const size of [...Array(131).keys(), 255, 256, 257, 1023, 1024, 1025, 65537]) {
+      for (const start of [0, 1, 7, 15]) {
+        if (start > size) continue;
+        const mask = Math.floor(random() * 2 ** 32);
+        const a = Buffer.alloc(size, 0x80 | (size & 0x3f));
+        const b = Buffer.from(a);
+        native.unmask(a, start, size, mask);
+        jsMask.unmask(b, start, size, mask);
+        assert.ok(a.equals(b), `unmask size ${size} start ${start}`);
+        const target = Buffer.alloc(size - start);
+        native.maskInto(a, start, size, target, 0, mask);
+        const back = Buffer.alloc(size - start);
+        jsMask.maskInto(a, start, size, back, 0, mask);
+        assert.ok(target.equals(back), `maskInto size ${size} start ${start}`);
+        // A lead byte last: the vector paths must not look past it.
+        const text = Buffer.alloc(size, 0x41);
+        if (size > 0) text[size - 1] = 0xf0;
+        assert.equal(native.isValidUtf8(text, start, size), jsUtf8.isValidUtf8(text, start, size), `utf8 size ${size}`);
+        assert.equal(native.utf8Continue(0, text, start, size), jsUtf8.utf8Continue(0, text, start, size));
+      }
+    }
+  });
+
   test('native and JS take turns within one message and agree with the whole-buffer check', () => {
     const random = rng(0x5eed3);
     for (let round = 0; round < 300; round++) {
