@@ -372,7 +372,7 @@ function chart(cells: Cell[], peers: Peer[], title: string): string {
       const w = Number.isFinite(v) ? Math.max(1, (v / max) * barW) : 0;
       parts.push(`<text x="${left + labelW - 6}" y="${y + barH - 3}" font-size="11" text-anchor="end">${esc(p.label)}</text>`);
       parts.push(`<rect x="${left + labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${COLORS[p.id] ?? '#000'}"/>`);
-      parts.push(`<text x="${left + labelW + w + 5}" y="${y + barH - 3}" font-size="11">${esc(fmt(v, c.row.unit))}</text>`);
+      parts.push(`<text x="${(left + labelW + w + 5).toFixed(1)}" y="${y + barH - 3}" font-size="11">${esc(fmt(v, c.row.unit))}</text>`);
       y += barH + gap;
     }
   }
