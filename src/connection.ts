@@ -192,6 +192,22 @@ export class Connection<Data = unknown> implements ParserHandler {
     return true;
   }
 
+  /**
+   * Sends a close frame and closes the TCP connection as soon as it is
+   * written, without waiting for the answer: for peers presumed gone (the
+   * heartbeat's idle timeout). Reported as not clean.
+   */
+  expire(code: number, reason: string): void {
+    if (this.state === ReadyState.OPEN) {
+      this.closeCode = code;
+      this.closeReason = reason;
+      this.sendClose(code, reason);
+    }
+    this.failed = true;
+    this.parser.stop();
+    this.socket.destroySoon();
+  }
+
   /** Closes the TCP connection at once, without a closing handshake. */
   destroy(): void {
     this.state = ReadyState.CLOSING;

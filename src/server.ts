@@ -277,7 +277,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       idleTime: interval > 0 ? idleTime : 0,
       pingInterval,
       connections: () => this.registry.values(),
-      onIdle: (connection) => connection.close(CloseCode.GOING_AWAY, 'idle timeout'),
+      onIdle: (connection) => connection.expire(CloseCode.GOING_AWAY, 'idle timeout'),
       onPing: (connection) => connection.send(OPCODE.PING, encodeFrame(OPCODE.PING, EMPTY), true),
     });
     this.ownsHttpServer = options.server === undefined && !options.noServer;
