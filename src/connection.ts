@@ -1,16 +1,17 @@
 /**
  * One WebSocket connection over one socket: its state, the close handshake,
- * fragmented sends, and the only calls to `socket.write`. It knows nothing of
- * other connections; what it learns goes to its owner (the server).
+ * fragmented sends, backpressure, and the only calls to `socket.write`. It
+ * knows nothing of other connections; what it learns goes to its owner (the
+ * server).
  *
- * Writes are corked on the first frame of a tick and uncorked by the owner's
- * one flush per tick, so all frames for this socket in one turn leave in a
- * single `writev`.
+ * Frames go through the owner's batcher, which holds them to the end of the
+ * turn and writes them in one go (see `batcher.ts`).
  */
 import type { Socket } from 'node:net';
+import type { BatchNode, Batcher, Batchable } from './batcher.js';
 import type { WebSocketError } from './errors.js';
 import { Parser, type ParserHandler } from './protocol/parser.js';
-import { encodeClose, encodeFrame, type EncodedFrame } from './protocol/frame.js';
+import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
 
 /** Life cycle of a connection after its opening handshake. */
@@ -25,13 +26,19 @@ export const ReadyState = {
 export interface ConnectionOwner {
   readonly maxPayload: number;
   readonly closeTimeout: number;
+  /** Bytes a connection may have queued before `backpressure` applies. */
+  readonly maxBackpressure: number;
+  readonly backpressure: 'drop' | 'close';
+  readonly batcher: Batcher;
   onMessage(connection: Connection, opcode: number, payload: Buffer): void;
   onPing(connection: Connection, payload: Buffer): void;
   onPong(connection: Connection, payload: Buffer): void;
   onProtocolError(connection: Connection, error: WebSocketError): void;
   onClosed(connection: Connection, code: number, reason: string, wasClean: boolean): void;
-  /** Uncork this connection's socket at the end of the tick. */
-  scheduleFlush(connection: Connection): void;
+  /** A message was skipped for a slow connection (backpressure `'drop'`). */
+  onDropped(connection: Connection, bytes: number): void;
+  /** The socket's queue emptied after a write had filled it. */
+  onDrain(connection: Connection): void;
 }
 
 const kConnection = Symbol('wavecast.connection');
@@ -47,6 +54,10 @@ function onSocketEnd(this: OwnedSocket): void {
 function onSocketClose(this: OwnedSocket): void {
   this[kConnection]!.socketClosed();
 }
+function onSocketDrain(this: OwnedSocket): void {
+  const connection = this[kConnection]!;
+  connection.owner.onDrain(connection);
+}
 function onSocketError(): void {
   // ECONNRESET, EPIPE and the like: 'close' follows and reports 1006.
 }
@@ -59,7 +70,7 @@ function onCloseTimeout(connection: Connection): void {
  * (about 15 fields), a `net.Socket`, and no per-connection closures or timers
  * except during a close handshake.
  */
-export class Connection<Data = unknown> implements ParserHandler {
+export class Connection<Data = unknown> implements ParserHandler, Batchable {
   state: number = ReadyState.OPEN;
   /** Time of the last bytes received (ms since epoch), for the heartbeat. */
   lastReceive: number;
@@ -67,8 +78,12 @@ export class Connection<Data = unknown> implements ParserHandler {
   lastPing = 0;
   messagesIn = 0;
   messagesOut = 0;
-  /** Set while the socket is corked for this tick's flush. */
-  corked = false;
+  batchNode: BatchNode | null = null;
+  pendingBytes = 0;
+  /** Bytes written by the native batched write, which bypasses `socket.bytesWritten`. */
+  private directBytesOut = 0;
+  /** Topics this connection is subscribed to (owned by the server's pub/sub). */
+  topics: Set<string> | null = null;
   readonly connectTime: number;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -87,7 +102,7 @@ export class Connection<Data = unknown> implements ParserHandler {
   constructor(
     readonly fd: number,
     readonly socket: Socket,
-    private readonly owner: ConnectionOwner,
+    readonly owner: ConnectionOwner,
     /** The negotiated subprotocol, or '' for none. */
     readonly protocol: string,
     /** Per-connection user data attached by the handshake hook. */
@@ -105,11 +120,17 @@ export class Connection<Data = unknown> implements ParserHandler {
     socket.on('end', onSocketEnd);
     socket.on('close', onSocketClose);
     socket.on('error', onSocketError);
+    socket.on('drain', onSocketDrain);
   }
 
-  /** Bytes queued in user space for this socket, not yet handed to the kernel. */
+  /** Bytes queued in user space for this socket (this turn's and the stream's), not yet in the kernel. */
   get bufferedAmount(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + this.pendingBytes;
+  }
+
+  /** Bytes sent to the client so far. */
+  get bytesOut(): number {
+    return this.socket.bytesWritten + this.directBytesOut;
   }
 
   /** Feeds received bytes to the parser (also bytes that came with the upgrade request). */
@@ -121,31 +142,62 @@ export class Connection<Data = unknown> implements ParserHandler {
   // --- sending ---------------------------------------------------------------
 
   private write(frame: EncodedFrame): void {
+    this.owner.batcher.append(this, frame);
+  }
+
+  /** Batchable: hands bytes to the socket's stream, as one write where possible. */
+  writeOut(frames: readonly EncodedFrame[] | Buffer): void {
     const socket = this.socket;
-    if (!this.corked) {
-      this.corked = true;
-      socket.cork();
-      this.owner.scheduleFlush(this);
+    if (Buffer.isBuffer(frames)) {
+      socket.write(frames);
+      return;
     }
-    if (Buffer.isBuffer(frame)) {
-      socket.write(frame);
-    } else {
-      socket.write(frame[0]);
-      socket.write(frame[1]);
+    socket.cork();
+    for (const frame of frames) {
+      if (Buffer.isBuffer(frame)) {
+        socket.write(frame);
+      } else {
+        socket.write(frame[0]);
+        socket.write(frame[1]);
+      }
     }
+    socket.uncork();
+  }
+
+  /** Batchable */
+  wroteDirect(bytes: number): void {
+    this.directBytesOut += bytes;
+  }
+
+  /** Batchable: the kernel refused the socket (peer gone); the close reports 1006. */
+  writeFailed(): void {
+    this.socket.destroy();
   }
 
   /**
    * Sends a data or control frame. Returns false when the connection is not
-   * open. A data frame with `fin` false starts a fragmented message that
-   * `OPCODE.CONTINUATION` frames continue; other data messages wait behind it
-   * in order, control frames do not.
+   * open, or when the message was dropped for backpressure. A data frame with
+   * `fin` false starts a fragmented message that `OPCODE.CONTINUATION` frames
+   * continue; other data messages wait behind it in order, control frames do
+   * not.
    */
   send(opcode: number, frame: EncodedFrame, fin: boolean): boolean {
     if (this.state !== ReadyState.OPEN) return false;
     if (opcode >= 0x8) {
       this.write(frame);
       return true;
+    }
+    const owner = this.owner;
+    const queued = this.bufferedAmount;
+    // An empty queue takes any message, so one larger than the limit still goes.
+    if (queued !== 0 && queued + frameLength(frame) > owner.maxBackpressure && opcode !== OPCODE.CONTINUATION) {
+      // A slow consumer: skip the message for it, or close it (1008).
+      if (owner.backpressure === 'close') {
+        this.expire(1008, 'slow consumer');
+      } else {
+        owner.onDropped(this, frameLength(frame));
+      }
+      return false;
     }
     if (opcode === OPCODE.CONTINUATION) {
       if (!this.fragmenting) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
@@ -174,13 +226,6 @@ export class Connection<Data = unknown> implements ParserHandler {
     for (const frame of waiting) this.write(frame);
   }
 
-  /** Uncorks after this tick's writes (called by the owner's flush). */
-  flush(): void {
-    if (!this.corked) return;
-    this.corked = false;
-    this.socket.uncork();
-  }
-
   // --- closing ---------------------------------------------------------------
 
   /** Starts the closing handshake (RFC 6455 7.1.2). Returns false if one already started. */
@@ -205,7 +250,15 @@ export class Connection<Data = unknown> implements ParserHandler {
     }
     this.failed = true;
     this.parser.stop();
+    this.owner.batcher.flushOne(this);
     this.socket.destroySoon();
+    this.startCloseTimer();
+  }
+
+  /** Ends our side of TCP after what is pending this turn. */
+  private endSocket(): void {
+    this.owner.batcher.flushOne(this);
+    this.socket.end();
   }
 
   /** Closes the TCP connection at once, without a closing handshake. */
@@ -233,7 +286,7 @@ export class Connection<Data = unknown> implements ParserHandler {
   peerEnded(): void {
     this.parser.stop();
     if (this.state === ReadyState.OPEN) this.state = ReadyState.CLOSING;
-    this.socket.end();
+    this.endSocket();
     this.startCloseTimer();
   }
 
@@ -275,7 +328,7 @@ export class Connection<Data = unknown> implements ParserHandler {
       this.sendClose(code, '');
     }
     // RFC 6455 7.1.1: the server closes the TCP connection first.
-    this.socket.end();
+    this.endSocket();
   }
 
   onError(error: WebSocketError): void {
@@ -286,7 +339,7 @@ export class Connection<Data = unknown> implements ParserHandler {
       this.closeReason = error.message;
       this.sendClose(error.closeCode, error.message);
     }
-    this.socket.end();
+    this.endSocket();
     this.owner.onProtocolError(this, error);
   }
 }

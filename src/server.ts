@@ -9,13 +9,15 @@ import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TlsOptions } from 'node:tls';
+import { Batcher } from './batcher.js';
 import { Connection, ReadyState, type ConnectionOwner } from './connection.js';
 import { CloseCode, WebSocketError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { backend, type Backend } from './native.js';
-import { encodeFrame } from './protocol/frame.js';
+import { encodeFrame, type EncodedFrame } from './protocol/frame.js';
 import { acceptResponse, checkUpgrade, hasToken, rejectResponse } from './protocol/handshake.js';
 import { OPCODE } from './protocol/opcode.js';
+import { Topics } from './pubsub.js';
 import { Frame } from './received-frame.js';
 import { Registry } from './registry.js';
 import { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
@@ -52,6 +54,35 @@ export interface ServerOptions {
   maxConnections?: number;
   /** Subprotocols the server speaks; the first one the client offers is chosen. */
   subprotocols?: readonly string[];
+  /**
+   * Bytes that may wait in user space for one connection before
+   * `backpressure` applies to further messages. Default 1 MiB.
+   */
+  maxBackpressure?: number;
+  /**
+   * What happens to a message for a connection over `maxBackpressure`:
+   * `'drop'` skips it for that connection (counted, `dropped` event; the
+   * default, as in uWS), `'close'` closes the connection with 1008 "slow consumer".
+   */
+  backpressure?: 'drop' | 'close';
+}
+
+/** Options of `broadcast`. */
+export interface BroadcastOptions {
+  /** Default `OPCODE.TEXT`, or a relayed frame's own opcode. */
+  opcode?: number;
+  /** An fd (or fds) that should not get the message, typically the sender. */
+  except?: number | Iterable<number>;
+  /** Only fds for which this returns true get the message. */
+  filter?: (fd: number) => boolean;
+}
+
+/** Options of `publish`. */
+export interface PublishOptions {
+  /** Default `OPCODE.TEXT`, or a relayed frame's own opcode. */
+  opcode?: number;
+  /** An fd that should not get the message, typically the publisher. */
+  except?: number;
 }
 
 /** What `getClientInfo(fd)` returns. */
@@ -72,6 +103,8 @@ export interface ClientInfo {
   /** Bytes queued in user space, not yet handed to the kernel. */
   bufferedAmount: number;
   established: boolean;
+  /** Topics the connection is subscribed to. */
+  topics: string[];
 }
 
 /** What `stats()` returns. */
@@ -89,6 +122,8 @@ export interface ServerStats {
   messagesOut: number;
   bytesIn: number;
   bytesOut: number;
+  /** Messages skipped for slow connections (backpressure `'drop'`). */
+  dropped: number;
   /** Protocol errors by the close code they were closed with. */
   errors: Record<number, number>;
 }
@@ -110,6 +145,10 @@ export interface ServerEvents<Data> {
   request: [req: IncomingMessage, res: ServerResponse];
   ping: [fd: number, payload: Buffer];
   pong: [fd: number, payload: Buffer];
+  /** A connection's queue emptied after it had filled (only when listened to). */
+  drain: [fd: number];
+  /** A message was skipped for a slow connection, `bytes` long (only when listened to). */
+  dropped: [fd: number, bytes: number];
   /** A client's protocol error (with its fd), or a failing handshake hook. Emitted only when listened to. */
   error: [error: Error, fd?: number];
 }
@@ -174,6 +213,13 @@ function toBuffer(data: Exclude<PushData, Frame | string>): Buffer {
 export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> implements ConnectionOwner {
   readonly maxPayload: number;
   readonly closeTimeout: number;
+  /** @internal */
+  readonly maxBackpressure: number;
+  /** @internal */
+  readonly backpressure: 'drop' | 'close';
+  /** @internal */
+  readonly batcher = new Batcher();
+  private readonly topicIndex = new Topics<Connection<Data>>();
   private readonly options: ServerOptions;
   private readonly handshakeTimeout: number;
   private readonly maxConnections: number;
@@ -185,7 +231,6 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   private stopping = false;
   /** Upgrades between request and 101 (an async hook may be running). */
   private upgrading = 0;
-  private flushQueue: Connection<Data>[] = [];
   private closeWaiters: (() => void)[] = [];
   private readonly counters = {
     accepted: 0,
@@ -195,6 +240,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     messagesOut: 0,
     bytesIn: 0,
     bytesOut: 0,
+    dropped: 0,
   };
   private readonly errorCounts: Record<number, number> = {};
 
@@ -238,11 +284,6 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     }
     socket.destroy();
   };
-  private readonly flushAll = (): void => {
-    const queue = this.flushQueue;
-    this.flushQueue = [];
-    for (const connection of queue) connection.flush();
-  };
 
   constructor(options: ServerOptions = {}) {
     super();
@@ -270,6 +311,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     this.handshakeTimeout = checkTime('handshakeTimeout', options.handshakeTimeout, 10_000);
     this.closeTimeout = checkTime('closeTimeout', options.closeTimeout, 5_000);
     this.maxConnections = options.maxConnections ?? Infinity;
+    this.maxBackpressure = options.maxBackpressure ?? MiB;
+    if (!(this.maxBackpressure >= 0)) throw new RangeError('maxBackpressure must be a non-negative number of bytes');
+    this.backpressure = options.backpressure ?? 'drop';
+    if (this.backpressure !== 'drop' && this.backpressure !== 'close') {
+      throw new TypeError(`backpressure must be 'drop' or 'close', got ${String(options.backpressure)}`);
+    }
     if (!(this.maxConnections >= 0)) throw new RangeError('maxConnections must be a non-negative number');
     const sweep = [interval, pingInterval].filter((t) => t > 0);
     this.heartbeat = new Heartbeat({
@@ -521,11 +568,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   /** @internal */
   onClosed(connection: Connection, code: number, reason: string, wasClean: boolean): void {
     this.registry.delete(connection.fd);
+    this.topicIndex.unsubscribeAll(connection as Connection<Data>);
     const counters = this.counters;
     counters.closed++;
     counters.messagesOut += connection.messagesOut;
     counters.bytesIn += connection.socket.bytesRead;
-    counters.bytesOut += connection.socket.bytesWritten;
+    counters.bytesOut += connection.bytesOut;
     this.emit('close', connection.fd, code, reason, wasClean);
     if (this.registry.size === 0 && this.closeWaiters.length > 0) {
       const waiters = this.closeWaiters;
@@ -535,8 +583,14 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   }
 
   /** @internal */
-  scheduleFlush(connection: Connection): void {
-    if (this.flushQueue.push(connection as Connection<Data>) === 1) process.nextTick(this.flushAll);
+  onDropped(connection: Connection, bytes: number): void {
+    this.counters.dropped++;
+    if (this.listenerCount('dropped') > 0) this.emit('dropped', connection.fd, bytes);
+  }
+
+  /** @internal */
+  onDrain(connection: Connection): void {
+    if (this.listenerCount('drain') > 0) this.emit('drain', connection.fd);
   }
 
   // --- the Swoole-style API ---------------------------------------------------------
@@ -552,25 +606,107 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
    * - A received `Frame` is relayed from its bytes, with its own opcode by default.
    */
   push(fd: number, data: PushData, opcode?: number, finish = true): boolean {
-    let payload: Buffer | string;
-    if (data instanceof Frame) {
-      opcode ??= data.opcode;
-      payload = data.payload;
-    } else if (typeof data === 'string') {
-      payload = data;
-    } else {
-      payload = toBuffer(data);
+    opcode = resolveOpcode(data, opcode);
+    const frame = this.encode(data, opcode, finish);
+    const connection = this.registry.get(fd);
+    if (connection === undefined || connection.state !== ReadyState.OPEN) return false;
+    return connection.send(opcode, frame, finish);
+  }
+
+  /**
+   * Sends one message to every established connection (except `except`, and
+   * only those `filter` accepts). The frame is encoded once and shared; a
+   * relayed `Frame` is sent from its bytes. Returns how many connections it
+   * reached (not those skipped for backpressure).
+   */
+  broadcast(data: PushData, options: BroadcastOptions = {}): number {
+    const opcode = resolveOpcode(data, options.opcode);
+    if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY) throw new TypeError('broadcast sends text or binary messages');
+    const frame = this.encode(data, opcode, true);
+    const { except, filter } = options;
+    if (filter !== undefined && typeof filter !== 'function') throw new TypeError('filter must be a function');
+    const skip: ReadonlySet<number> | number | undefined =
+      except === undefined || typeof except === 'number' ? except : new Set(except);
+    let reached = 0;
+    for (const connection of this.registry.values()) {
+      const fd = connection.fd;
+      if (skip !== undefined && (typeof skip === 'number' ? fd === skip : skip.has(fd))) continue;
+      if (filter !== undefined && !filter(fd)) continue;
+      if (connection.send(opcode, frame, true)) reached++;
     }
-    opcode ??= OPCODE.TEXT;
+    return reached;
+  }
+
+  /** Subscribes `fd` to `topic` (any string). False when `fd` is not established or already subscribed. */
+  subscribe(fd: number, topic: string): boolean {
+    checkTopic(topic);
+    const connection = this.registry.get(fd);
+    if (connection === undefined || connection.state !== ReadyState.OPEN) return false;
+    return this.topicIndex.subscribe(connection, topic);
+  }
+
+  /** Ends `fd`'s subscription to `topic`. False when it was not subscribed. */
+  unsubscribe(fd: number, topic: string): boolean {
+    checkTopic(topic);
+    const connection = this.registry.get(fd);
+    return connection !== undefined && this.topicIndex.unsubscribe(connection, topic);
+  }
+
+  /** Whether `fd` is subscribed to `topic`. */
+  isSubscribed(fd: number, topic: string): boolean {
+    return this.registry.get(fd)?.topics?.has(topic) ?? false;
+  }
+
+  /** The topics `fd` is subscribed to. */
+  topics(fd: number): string[] {
+    const topics = this.registry.get(fd)?.topics;
+    return topics ? [...topics] : [];
+  }
+
+  /** How many connections are subscribed to `topic`. */
+  subscriberCount(topic: string): number {
+    return this.topicIndex.count(topic);
+  }
+
+  /**
+   * Sends one message to the subscribers of `topic`, encoded once. Returns
+   * how many it reached. A topic with no subscribers costs one map lookup.
+   */
+  publish(topic: string, data: PushData, options: PublishOptions = {}): number {
+    checkTopic(topic);
+    const subscribers = this.topicIndex.subscribers(topic);
+    if (subscribers === undefined) return 0;
+    const opcode = resolveOpcode(data, options.opcode);
+    if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY) throw new TypeError('publish sends text or binary messages');
+    const frame = this.encode(data, opcode, true);
+    const except = options.except;
+    let reached = 0;
+    for (const connection of subscribers) {
+      if (connection.fd !== except && connection.send(opcode, frame, true)) reached++;
+    }
+    return reached;
+  }
+
+  /** Validates a message and encodes its frame; throws on bad arguments. */
+  private encode(data: PushData, opcode: number, finish: boolean): EncodedFrame {
+    const payload = data instanceof Frame ? data.payload : typeof data === 'string' ? data : toBuffer(data);
     if (typeof finish !== 'boolean') throw new TypeError('finish must be a boolean');
     if (opcode === OPCODE.CLOSE) throw new TypeError('use disconnect(fd, code, reason) to close');
-    if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY && opcode !== OPCODE.CONTINUATION && opcode !== OPCODE.PING && opcode !== OPCODE.PONG) {
+    if (
+      opcode !== OPCODE.TEXT &&
+      opcode !== OPCODE.BINARY &&
+      opcode !== OPCODE.CONTINUATION &&
+      opcode !== OPCODE.PING &&
+      opcode !== OPCODE.PONG
+    ) {
       throw new TypeError(`invalid opcode ${String(opcode)}`);
     }
     // Byte length without encoding: a UTF-16 unit is at most 3 UTF-8 bytes.
     const length =
       typeof payload === 'string'
-        ? payload.length * 3 <= 125 ? payload.length : Buffer.byteLength(payload)
+        ? payload.length * 3 <= 125
+          ? payload.length
+          : Buffer.byteLength(payload)
         : payload.length;
     if (opcode >= 0x8) {
       // RFC 6455 5.5: control frames carry at most 125 bytes and are never fragmented.
@@ -579,9 +715,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     } else if (length > this.maxPayload) {
       throw new RangeError(`message of ${length} bytes is larger than maxPayload (${this.maxPayload})`);
     }
-    const connection = this.registry.get(fd);
-    if (connection === undefined || connection.state !== ReadyState.OPEN) return false;
-    return connection.send(opcode, encodeFrame(opcode, payload, finish), finish);
+    return encodeFrame(opcode, payload, finish);
   }
 
   /** Sends a ping (payload up to 125 bytes). False when `fd` is not established. */
@@ -657,12 +791,13 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       connectTime: c.connectTime,
       lastReceiveTime: c.lastReceive,
       bytesIn: c.socket.bytesRead,
-      bytesOut: c.socket.bytesWritten,
+      bytesOut: c.bytesOut,
       messagesIn: c.messagesIn,
       messagesOut: c.messagesOut,
       protocol: c.protocol,
       bufferedAmount: c.bufferedAmount,
       established: c.state === ReadyState.OPEN,
+      topics: c.topics ? [...c.topics] : [],
     };
   }
 
@@ -672,7 +807,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     for (const c of this.registry.values()) {
       totals.messagesOut += c.messagesOut;
       totals.bytesIn += c.socket.bytesRead;
-      totals.bytesOut += c.socket.bytesWritten;
+      totals.bytesOut += c.bytesOut;
     }
     return {
       backend,
@@ -681,6 +816,16 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       errors: { ...this.errorCounts },
     };
   }
+}
+
+/** The opcode a message goes out with: the given one, a relayed frame's own, or text. */
+function resolveOpcode(data: PushData, opcode: number | undefined): number {
+  if (opcode !== undefined) return opcode;
+  return data instanceof Frame ? data.opcode : OPCODE.TEXT;
+}
+
+function checkTopic(topic: string): void {
+  if (typeof topic !== 'string') throw new TypeError('a topic is a string');
 }
 
 function pathOf(url: string | undefined): string {

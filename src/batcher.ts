@@ -1,0 +1,191 @@
+/**
+ * Per-tick write batching. Every frame for a connection in one turn of the
+ * event loop (pushes, broadcasts, publishes, pongs, in call order) is held
+ * until the end of the turn and then leaves in one write. Connections that
+ * were sent the same sequence of frames (a broadcast to everyone, a topic's
+ * subscribers) form one group: their bytes are joined once and written to all
+ * of them with one native batched call, or one `socket.write` each of the
+ * same shared buffer; nothing is copied per recipient.
+ *
+ * Grouping is a trie of frames: a connection's position is the node reached
+ * by the frames it got this turn, so "same sequence" is "same node", found
+ * in O(1) per frame and recipient.
+ */
+import { frameLength, type EncodedFrame } from './protocol/frame.js';
+import { writableFd, writeBatch } from './native.js';
+
+/** What the batcher needs of a connection. */
+export interface Batchable {
+  /** Where this connection stands in this turn's trie; null when nothing is pending. */
+  batchNode: BatchNode | null;
+  /** Bytes pending in this turn (not yet handed to the socket). */
+  pendingBytes: number;
+  /** Writes bytes through the JS stream (after anything already queued there). */
+  writeOut(frames: readonly EncodedFrame[] | Buffer): void;
+  /** Bytes the native path wrote for this connection (for its byte counters). */
+  wroteDirect(bytes: number): void;
+  /** The kernel refused the connection (EPIPE, ECONNRESET...). */
+  writeFailed(): void;
+  readonly socket: import('node:net').Socket;
+}
+
+/** One node of the trie: the frame that led here from the parent. */
+export class BatchNode {
+  private lastFrame: EncodedFrame | null = null;
+  private lastChild: BatchNode | null = null;
+  private children: Map<EncodedFrame, BatchNode> | null = null;
+  /** Filled at flush time with the connections that ended here. */
+  members: Batchable[] | null = null;
+
+  constructor(
+    readonly parent: BatchNode | null,
+    readonly frame: EncodedFrame | null,
+    readonly depth: number,
+    readonly bytes: number,
+  ) {}
+
+  /** The node one frame further; shared by every connection that gets `frame` next. */
+  child(frame: EncodedFrame): BatchNode {
+    if (this.lastFrame === frame) return this.lastChild!;
+    let child = this.children?.get(frame);
+    if (child === undefined) {
+      child = new BatchNode(this, frame, this.depth + 1, this.bytes + frameLength(frame));
+      if (this.lastFrame !== null) (this.children ??= new Map()).set(this.lastFrame, this.lastChild!);
+    }
+    this.lastFrame = frame;
+    this.lastChild = child;
+    return child;
+  }
+
+  /** The frames from the root to this node, in order. */
+  frames(): EncodedFrame[] {
+    const frames = new Array<EncodedFrame>(this.depth);
+    for (let node: BatchNode | null = this; node !== null && node.frame !== null; node = node.parent) {
+      frames[node.depth - 1] = node.frame;
+    }
+    return frames;
+  }
+}
+
+/** Above this many bytes a group's frames are written as they are rather than joined. */
+const JOIN_MAX = 64 * 1024;
+const EAGAIN = -11;
+
+/** Joins frames into one buffer (or returns the single frame's buffer as is). */
+function join(frames: readonly EncodedFrame[], bytes: number): Buffer {
+  if (frames.length === 1 && Buffer.isBuffer(frames[0])) return frames[0];
+  const out = Buffer.allocUnsafe(bytes);
+  let offset = 0;
+  for (const frame of frames) {
+    if (Buffer.isBuffer(frame)) {
+      offset += frame.copy(out, offset);
+    } else {
+      offset += frame[0].copy(out, offset);
+      offset += frame[1].copy(out, offset);
+    }
+  }
+  return out;
+}
+
+export class Batcher {
+  private root = new BatchNode(null, null, 0, 0);
+  private touched: Batchable[] = [];
+  private fds = new Int32Array(256);
+  private results = new Int32Array(256);
+  private readonly flushNow = (): void => this.flush();
+
+  /** Queues `frame` for `connection` behind what it already has this turn. */
+  append(connection: Batchable, frame: EncodedFrame): void {
+    let node = connection.batchNode;
+    if (node === null) {
+      node = this.root;
+      if (this.touched.push(connection) === 1) process.nextTick(this.flushNow);
+    }
+    connection.batchNode = node.child(frame);
+    connection.pendingBytes = connection.batchNode.bytes;
+  }
+
+  /**
+   * Writes one connection's pending frames now, through its stream (before an
+   * `end()` that must follow them). Its place in the turn's list is skipped later.
+   */
+  flushOne(connection: Batchable): void {
+    const node = connection.batchNode;
+    if (node === null) return;
+    connection.batchNode = null;
+    connection.pendingBytes = 0;
+    const frames = node.frames();
+    connection.writeOut(node.bytes <= JOIN_MAX ? join(frames, node.bytes) : frames);
+  }
+
+  /** Writes everything pending: one write per connection, one batched call per group. */
+  flush(): void {
+    const touched = this.touched;
+    if (touched.length === 0) return;
+    this.touched = [];
+    this.root = new BatchNode(null, null, 0, 0);
+    const leaves: BatchNode[] = [];
+    for (const connection of touched) {
+      const node = connection.batchNode;
+      if (node === null) continue;
+      connection.batchNode = null;
+      connection.pendingBytes = 0;
+      if (connection.socket.destroyed) continue;
+      if (node.members === null) {
+        node.members = [];
+        leaves.push(node);
+      }
+      node.members.push(connection);
+    }
+    for (const leaf of leaves) this.writeGroup(leaf.members!, leaf.frames(), leaf.bytes);
+  }
+
+  private writeGroup(members: readonly Batchable[], frames: readonly EncodedFrame[], bytes: number): void {
+    const single = frames.length === 1 ? frames[0] : null;
+    // Two buffers at most reach the kernel in one native call: a joined
+    // buffer, or a large frame's header and payload.
+    let head: Buffer | null = null;
+    let body: Buffer | null = null;
+    if (single !== null && !Buffer.isBuffer(single)) {
+      head = single[0];
+      body = single[1];
+    } else if (bytes <= JOIN_MAX || single !== null) {
+      head = join(frames, bytes);
+    }
+    if (writeBatch === null || head === null) {
+      const out = head !== null && body === null ? head : frames;
+      for (const member of members) member.writeOut(out);
+      return;
+    }
+    if (this.fds.length < members.length) {
+      this.fds = new Int32Array(members.length * 2);
+      this.results = new Int32Array(members.length * 2);
+    }
+    const fds = this.fds;
+    let count = 0;
+    for (const member of members) fds[count++] = writableFd(member.socket);
+    writeBatch(fds, count, head, this.results, body);
+    const results = this.results;
+    for (let i = 0; i < count; i++) {
+      const member = members[i];
+      const written = results[i];
+      if (fds[i] < 0 || written === EAGAIN) {
+        member.writeOut(body === null ? head : frames);
+      } else if (written < 0) {
+        member.writeFailed();
+      } else {
+        member.wroteDirect(written);
+        if (written < bytes) member.writeOut(rest(head, body, written));
+      }
+    }
+  }
+}
+
+/** What remains of head + body after the kernel took `written` bytes. */
+function rest(head: Buffer, body: Buffer | null, written: number): Buffer | readonly EncodedFrame[] {
+  if (written < head.length) {
+    const tail = head.subarray(written);
+    return body === null ? tail : [tail, body];
+  }
+  return (body as Buffer).subarray(written - head.length);
+}
