@@ -435,7 +435,7 @@ async function main(): Promise<void> {
       .loadavg()
       .map((x) => x.toFixed(2))
       .join(',')} at end.`,
-    'Ratios are taken repeat by repeat against the ws (no native helpers) and uWS.js runs of the same repeat, then the median. ⚠ marks a cell with a failed or unclean run (see the detail table).',
+    'Ratios are taken repeat by repeat against the ws (no native helpers) and uWS.js runs of the same repeat, then the median. ⚠ after a value: a failed or unclean run (see the detail table); ⚠ after the CPU: the load generator reached 90% in some run of that row, so the fastest peer there (see the detail table) may be limited by it.',
     ...Object.entries(skipped).map(([id, why]) => `Skipped ${id}: ${why}.`),
   ];
   const summary = summaryTable(cells, peers);
