@@ -28,6 +28,7 @@ export const CloseCode = {
 
 const TABLE = {
   RSV_BITS_SET: [CloseCode.PROTOCOL_ERROR, 'RSV bits set with no extension negotiated'],
+  RSV1_NOT_FIRST: [CloseCode.PROTOCOL_ERROR, 'RSV1 set on a continuation or control frame'],
   RESERVED_OPCODE: [CloseCode.PROTOCOL_ERROR, 'reserved opcode'],
   CONTROL_FRAGMENTED: [CloseCode.PROTOCOL_ERROR, 'fragmented control frame'],
   CONTROL_TOO_LONG: [CloseCode.PROTOCOL_ERROR, 'control frame payload over 125 bytes'],
@@ -40,6 +41,7 @@ const TABLE = {
   INVALID_CLOSE_REASON: [CloseCode.INVALID_PAYLOAD, 'close reason is not valid UTF-8'],
   INVALID_UTF8: [CloseCode.INVALID_PAYLOAD, 'text message is not valid UTF-8'],
   MESSAGE_TOO_BIG: [CloseCode.MESSAGE_TOO_BIG, 'message larger than maxPayload'],
+  INVALID_COMPRESSED_DATA: [CloseCode.INVALID_PAYLOAD, 'compressed message could not be inflated'],
 } as const satisfies Record<string, readonly [number, string]>;
 
 /** The string code of a protocol error. */
