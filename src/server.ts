@@ -158,6 +158,8 @@ export type PushData = string | Buffer | ArrayBuffer | ArrayBufferView | Frame;
 
 const MiB = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
+/** One empty ping frame shared by every heartbeat ping (so a sweep's pings batch as one group). */
+const HEARTBEAT_PING = encodeFrame(OPCODE.PING, EMPTY);
 const kHandshakeTimer = Symbol('wavecast.handshakeTimer');
 type PendingSocket = Duplex & { [kHandshakeTimer]?: NodeJS.Timeout };
 
@@ -325,7 +327,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       pingInterval,
       connections: () => this.registry.values(),
       onIdle: (connection) => connection.expire(CloseCode.GOING_AWAY, 'idle timeout'),
-      onPing: (connection) => connection.send(OPCODE.PING, encodeFrame(OPCODE.PING, EMPTY), true),
+      onPing: (connection) => connection.send(OPCODE.PING, HEARTBEAT_PING, true),
     });
     this.ownsHttpServer = options.server === undefined && !options.noServer;
     (this as EventEmitter).on('newListener', (event: string | symbol) => {
