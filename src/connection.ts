@@ -9,7 +9,9 @@
  */
 import type { Socket } from 'node:net';
 import type { BatchNode, Batcher, Batchable } from './batcher.js';
-import type { WebSocketError } from './errors.js';
+import type { PerMessageDeflate } from './deflate.js';
+import { WebSocketError } from './errors.js';
+import { isValidUtf8 } from './native.js';
 import { Parser, type ParserHandler } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
@@ -65,6 +67,16 @@ function onCloseTimeout(connection: Connection): void {
   connection.socket.destroy();
 }
 
+/** A data message waiting behind a compression in flight: a ready frame, or (`frame` null) one to compress. */
+interface Deferred {
+  opcode: number;
+  fin: boolean;
+  frame: EncodedFrame | null;
+  data: Buffer | string;
+  bytes: number;
+}
+const NO_DATA = Buffer.alloc(0);
+
 /**
  * State held per connection. Budget: the fields below plus the parser
  * (about 15 fields), a `net.Socket`, and no per-connection closures or timers
@@ -98,6 +110,12 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
   private closeCode = 1006;
   private closeReason = '';
   private closeTimer: NodeJS.Timeout | null = null;
+  /** Data messages behind the compression in flight, in order; null when none is in flight. */
+  private deferred: Deferred[] | null = null;
+  /** Bytes of the message being compressed and of `deferred`, counted in `bufferedAmount`. */
+  private deferredBytes = 0;
+  /** Whether the last deferred data frame left a fragmented message open (checked when deferring). */
+  private deferredFragmenting = false;
 
   constructor(
     readonly fd: number,
@@ -107,11 +125,13 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     readonly protocol: string,
     /** Per-connection user data attached by the handshake hook. */
     public data: Data,
+    /** permessage-deflate state when it was negotiated, else null. */
+    readonly deflate: PerMessageDeflate | null = null,
   ) {
     this.connectTime = this.lastReceive = Date.now();
     this.remoteAddress = socket.remoteAddress ?? '';
     this.remotePort = socket.remotePort ?? 0;
-    this.parser = new Parser(this, owner.maxPayload);
+    this.parser = new Parser(this, owner.maxPayload, deflate !== null);
     const owned = socket as OwnedSocket;
     owned[kConnection] = this;
     socket.setNoDelay(true);
@@ -125,7 +145,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
 
   /** Bytes queued in user space for this socket (this turn's and the stream's), not yet in the kernel. */
   get bufferedAmount(): number {
-    return this.socket.writableLength + this.pendingBytes;
+    return this.socket.writableLength + this.pendingBytes + this.deferredBytes;
   }
 
   /** Bytes sent to the client so far. */
@@ -187,18 +207,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
       this.write(frame);
       return true;
     }
-    const owner = this.owner;
-    const queued = this.bufferedAmount;
-    // An empty queue takes any message, so one larger than the limit still goes.
-    if (queued !== 0 && queued + frameLength(frame) > owner.maxBackpressure && opcode !== OPCODE.CONTINUATION) {
-      // A slow consumer: skip the message for it, or close it (1008).
-      if (owner.backpressure === 'close') {
-        this.expire(1008, 'slow consumer');
-      } else {
-        owner.onDropped(this, frameLength(frame));
-      }
-      return false;
-    }
+    if (this.deferred !== null) return this.defer(opcode, fin, frame, NO_DATA);
+    if (opcode !== OPCODE.CONTINUATION && this.refuse(frameLength(frame))) return false;
     if (opcode === OPCODE.CONTINUATION) {
       if (!this.fragmenting) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
       this.write(frame);
@@ -215,6 +225,86 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     if (fin) this.messagesOut++;
     else this.fragmenting = true;
     return true;
+  }
+
+  /**
+   * Applies backpressure to a new message of `bytes`: true when it must not
+   * be sent (dropped and reported, or the connection closed with 1008).
+   */
+  private refuse(bytes: number): boolean {
+    const owner = this.owner;
+    const queued = this.bufferedAmount;
+    // An empty queue takes any message, so one larger than the limit still goes.
+    if (queued === 0 || queued + bytes <= owner.maxBackpressure) return false;
+    // A slow consumer: skip the message for it, or close it (1008).
+    if (owner.backpressure === 'close') {
+      this.expire(1008, 'slow consumer');
+    } else {
+      owner.onDropped(this, bytes);
+    }
+    return true;
+  }
+
+  /**
+   * Sends a whole text or binary message compressed (RFC 7692 7.2.1: one
+   * frame with RSV1). Compression runs in the zlib threadpool: data messages
+   * sent meanwhile wait behind it, so order is kept; control frames do not
+   * wait. Returns false when the connection is not open or the message was
+   * refused for backpressure (checked on its uncompressed size).
+   */
+  sendCompressed(opcode: number, data: Buffer | string): boolean {
+    if (this.state !== ReadyState.OPEN) return false;
+    if (this.deferred !== null) return this.defer(opcode, true, null, data);
+    const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    if (this.refuse(bytes)) return false;
+    this.deferred = [];
+    this.compressNext(opcode, data, bytes);
+    return true;
+  }
+
+  private defer(opcode: number, fin: boolean, frame: EncodedFrame | null, data: Buffer | string): boolean {
+    const bytes = frame !== null ? frameLength(frame) : typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    if (opcode !== OPCODE.CONTINUATION && this.refuse(bytes)) return false;
+    // The fragmentation rules of send(), checked now rather than when the queue drains.
+    const open = this.deferred!.length > 0 ? this.deferredFragmenting : this.fragmenting;
+    if (opcode === OPCODE.CONTINUATION) {
+      if (!open) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
+      this.deferredFragmenting = !fin;
+    } else if (!fin) {
+      if (open) throw new TypeError(`a fragmented message is already in progress on fd ${this.fd}`);
+      this.deferredFragmenting = true;
+    } else {
+      this.deferredFragmenting = open;
+    }
+    this.deferred!.push({ opcode, fin, frame, data, bytes });
+    this.deferredBytes += bytes;
+    return true;
+  }
+
+  private compressNext(opcode: number, data: Buffer | string, bytes: number): void {
+    this.deferredBytes += bytes;
+    this.deflate!.compress(data, (error, payload) => {
+      this.deferredBytes -= bytes;
+      const deferred = this.deferred!;
+      this.deferred = null;
+      if (error === null) this.send(opcode, encodeFrame(opcode, payload, true, true), true);
+      this.drainDeferred(deferred);
+    });
+  }
+
+  /** Sends what waited behind a compression, up to the next message to compress. */
+  private drainDeferred(deferred: Deferred[]): void {
+    for (let i = 0; i < deferred.length; i++) {
+      const item = deferred[i];
+      this.deferredBytes -= item.bytes;
+      if (item.frame === null) {
+        if (this.state !== ReadyState.OPEN) continue;
+        this.deferred = deferred.slice(i + 1);
+        this.compressNext(item.opcode, item.data, item.bytes);
+        return;
+      }
+      this.send(item.opcode, item.frame, item.fin);
+    }
   }
 
   private finishFragmented(): void {
@@ -294,6 +384,9 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     if (this.state === ReadyState.CLOSED) return;
     this.state = ReadyState.CLOSED;
     this.parser.stop();
+    this.deflate?.close();
+    this.deferred = null;
+    this.deferredBytes = 0;
     this.waiting = null;
     if (this.closeTimer !== null) clearTimeout(this.closeTimer);
     this.closeTimer = null;
@@ -307,6 +400,34 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
   onMessage(opcode: number, payload: Buffer): void {
     this.messagesIn++;
     this.owner.onMessage(this, opcode, payload);
+  }
+
+  onCompressedFragment(opcode: number, payload: Buffer, fin: boolean): void {
+    if (!fin && payload.length === 0) return;
+    // Hold further input until this fragment is inflated: messages stay in
+    // order and nothing piles up in memory while zlib works.
+    this.parser.pause();
+    this.socket.pause();
+    this.deflate!.decompress(payload, fin, (error, message) => this.inflated(opcode, error, message));
+  }
+
+  private inflated(opcode: number, error: WebSocketError | null, message: Buffer | null): void {
+    if (this.parser.stopped) return;
+    if (error === null && message !== null && opcode === OPCODE.TEXT && !isValidUtf8(message, 0, message.length)) {
+      // RFC 6455 8.1, on the inflated bytes.
+      error = new WebSocketError('INVALID_UTF8');
+    }
+    if (error !== null) {
+      this.parser.stop();
+      this.onError(error);
+      // Read on (and ignore) so the peer's close is seen.
+      this.socket.resume();
+      return;
+    }
+    if (message !== null) this.onMessage(opcode, message);
+    if (this.parser.stopped) return;
+    this.socket.resume();
+    this.parser.resume();
   }
 
   onPing(payload: Buffer): void {

@@ -20,6 +20,7 @@
 import zlib from 'node:zlib';
 import { WebSocketError } from './errors.js';
 import type { DeflateNegotiationConfig, DeflateParams } from './protocol/extensions.js';
+import { encodeFrame, type EncodedFrame } from './protocol/frame.js';
 
 /**
  * The `perMessageDeflate` setting. Every field is optional; the defaults are
@@ -271,6 +272,39 @@ export class DeflateShared {
       for (const context of pool) this.discard(context);
       pool.length = 0;
     }
+  }
+}
+
+/**
+ * One broadcast or publish to be compressed: its RSV1 frames by window size,
+ * each compressed on first need and then shared by every recipient without
+ * server context takeover (so the batcher still writes one buffer to all).
+ */
+export class SharedMessage {
+  private first: EncodedFrame | null = null;
+  private firstBits = 0;
+  private others: Map<number, EncodedFrame> | null = null;
+
+  constructor(
+    private readonly shared: DeflateShared,
+    readonly opcode: number,
+    readonly payload: Buffer | string,
+  ) {}
+
+  /** The compressed frame for recipients that agreed on `windowBits`. */
+  frameFor(windowBits: number): EncodedFrame {
+    if (this.first !== null && this.firstBits === windowBits) return this.first;
+    let frame = this.first === null ? undefined : this.others?.get(windowBits);
+    if (frame === undefined) {
+      frame = encodeFrame(this.opcode, this.shared.compressOnce(this.payload, windowBits), true, true);
+      if (this.first === null) {
+        this.first = frame;
+        this.firstBits = windowBits;
+      } else {
+        (this.others ??= new Map()).set(windowBits, frame);
+      }
+    }
+    return frame;
   }
 }
 

@@ -6,6 +6,7 @@
 export { Server } from './server.js';
 export type { ClientInfo, PushData, ServerEvents, ServerOptions, ServerStats } from './server.js';
 export { Frame } from './received-frame.js';
+export type { PerMessageDeflateOptions } from './deflate.js';
 export { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
 export { CloseCode, WebSocketError, isValidCloseCode } from './errors.js';
 export type { WebSocketErrorCode } from './errors.js';

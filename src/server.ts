@@ -11,9 +11,11 @@ import type { Duplex } from 'node:stream';
 import type { TlsOptions } from 'node:tls';
 import { Batcher } from './batcher.js';
 import { Connection, ReadyState, type ConnectionOwner } from './connection.js';
+import { DeflateShared, PerMessageDeflate, resolveDeflateOptions, SharedMessage, type PerMessageDeflateOptions } from './deflate.js';
 import { CloseCode, WebSocketError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { backend, type Backend } from './native.js';
+import { negotiateDeflate, parseExtensions, type DeflateAgreement } from './protocol/extensions.js';
 import { encodeFrame, type EncodedFrame } from './protocol/frame.js';
 import { acceptResponse, checkUpgrade, hasToken, rejectResponse } from './protocol/handshake.js';
 import { OPCODE } from './protocol/opcode.js';
@@ -65,6 +67,12 @@ export interface ServerOptions {
    * default, as in uWS), `'close'` closes the connection with 1008 "slow consumer".
    */
   backpressure?: 'drop' | 'close';
+  /**
+   * permessage-deflate (RFC 7692). Off by default (as in ws); `true` takes
+   * the defaults, which keep no zlib memory per idle connection. See
+   * `PerMessageDeflateOptions` for each setting and its memory cost.
+   */
+  perMessageDeflate?: boolean | PerMessageDeflateOptions;
 }
 
 /** Options of `broadcast`. */
@@ -75,6 +83,8 @@ export interface BroadcastOptions {
   except?: number | Iterable<number>;
   /** Only fds for which this returns true get the message. */
   filter?: (fd: number) => boolean;
+  /** Compress for connections that negotiated it: true forces, false forbids; default by `threshold`. */
+  compress?: boolean;
 }
 
 /** Options of `publish`. */
@@ -83,6 +93,8 @@ export interface PublishOptions {
   opcode?: number;
   /** An fd that should not get the message, typically the publisher. */
   except?: number;
+  /** Compress for connections that negotiated it: true forces, false forbids; default by `threshold`. */
+  compress?: boolean;
 }
 
 /** What `getClientInfo(fd)` returns. */
@@ -105,6 +117,8 @@ export interface ClientInfo {
   established: boolean;
   /** Topics the connection is subscribed to. */
   topics: string[];
+  /** Whether permessage-deflate was negotiated. */
+  perMessageDeflate: boolean;
 }
 
 /** What `stats()` returns. */
@@ -222,6 +236,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   /** @internal */
   readonly batcher = new Batcher();
   private readonly topicIndex = new Topics<Connection<Data>>();
+  /** permessage-deflate's server-wide part (settings, zlib queue, pools); null when off. */
+  private readonly deflateShared: DeflateShared | null;
   private readonly options: ServerOptions;
   private readonly handshakeTimeout: number;
   private readonly maxConnections: number;
@@ -313,6 +329,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     this.handshakeTimeout = checkTime('handshakeTimeout', options.handshakeTimeout, 10_000);
     this.closeTimeout = checkTime('closeTimeout', options.closeTimeout, 5_000);
     this.maxConnections = options.maxConnections ?? Infinity;
+    const deflate = resolveDeflateOptions(options.perMessageDeflate);
+    this.deflateShared = deflate === null ? null : new DeflateShared(deflate, this.maxPayload);
     this.maxBackpressure = options.maxBackpressure ?? MiB;
     if (!(this.maxBackpressure >= 0)) throw new RangeError('maxBackpressure must be a non-negative number of bytes');
     this.backpressure = options.backpressure ?? 'drop';
@@ -426,6 +444,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       server.removeListener('connection', this.onConnection);
       await closed;
     }
+    this.deflateShared?.close();
     this.httpServer = null;
     this.started = false;
   }
@@ -469,6 +488,13 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     if (this.registry.size + this.upgrading >= this.maxConnections) {
       return this.reject(socket, 503, 'too many connections');
     }
+    let extensions: DeflateAgreement | null = null;
+    const offered = req.headers['sec-websocket-extensions'];
+    if (this.deflateShared !== null && offered !== undefined) {
+      const offers = parseExtensions(offered);
+      if (offers === null) return this.reject(socket, 400, 'malformed Sec-WebSocket-Extensions header');
+      extensions = negotiateDeflate(offers, this.deflateShared.options);
+    }
     const supported = this.options.subprotocols;
     const protocol = supported ? (check.protocols.find((p) => supported.includes(p)) ?? '') : '';
     const tcp = socket as Socket;
@@ -500,7 +526,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       if (socket.destroyed || this.stopping) return this.reject(socket, 503, 'server shutting down');
       extraHeaders = response.headers;
     }
-    this.accept(tcp, request, check.key, head, extraHeaders);
+    this.accept(tcp, request, check.key, head, extraHeaders, extensions);
   }
 
   private accept(
@@ -509,13 +535,15 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     key: string,
     head: Buffer,
     headers: OutgoingHttpHeaders | undefined,
+    extensions: DeflateAgreement | null,
   ): void {
-    const response = acceptResponse(key, request.protocol, headers);
+    const response = acceptResponse(key, request.protocol, headers, extensions?.response);
     clearHandshakeTimer(socket);
     socket.removeListener('close', onPendingClose);
     socket.removeListener('error', ignoreError);
     socket.write(response);
-    const connection = new Connection<Data>(request.fd, socket, this, request.protocol, request.data);
+    const deflate = extensions === null ? null : new PerMessageDeflate(this.deflateShared!, extensions.params);
+    const connection = new Connection<Data>(request.fd, socket, this, request.protocol, request.data, deflate);
     this.registry.add(request.fd, connection);
     this.counters.accepted++;
     this.emit('open', request.fd, request);
@@ -606,13 +634,21 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
    * - `finish = false` sends a non-final fragment; continue with
    *   `OPCODE.CONTINUATION`. Other messages to that fd wait behind it.
    * - A received `Frame` is relayed from its bytes, with its own opcode by default.
+   * - `compress`, for a connection that negotiated permessage-deflate: true
+   *   compresses, false sends plain; by default a whole text or binary
+   *   message of `threshold` bytes or more is compressed. Fragments and
+   *   control frames are never compressed. A compressed message is sent once
+   *   zlib is done; later messages to `fd` wait behind it.
    */
-  push(fd: number, data: PushData, opcode?: number, finish = true): boolean {
+  push(fd: number, data: PushData, opcode?: number, finish = true, compress?: boolean): boolean {
     opcode = resolveOpcode(data, opcode);
-    const frame = this.encode(data, opcode, finish);
+    const payload = this.validate(data, opcode, finish);
     const connection = this.registry.get(fd);
     if (connection === undefined || connection.state !== ReadyState.OPEN) return false;
-    return connection.send(opcode, frame, finish);
+    if (connection.deflate !== null && finish && opcode <= OPCODE.BINARY && opcode !== OPCODE.CONTINUATION) {
+      if (this.wantsCompression(payload, compress)) return connection.sendCompressed(opcode, payload);
+    }
+    return connection.send(opcode, encodeFrame(opcode, payload, finish), finish);
   }
 
   /**
@@ -624,7 +660,9 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   broadcast(data: PushData, options: BroadcastOptions = {}): number {
     const opcode = resolveOpcode(data, options.opcode);
     if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY) throw new TypeError('broadcast sends text or binary messages');
-    const frame = this.encode(data, opcode, true);
+    const payload = this.validate(data, opcode, true);
+    const frame = encodeFrame(opcode, payload, true);
+    const shared = this.wantsCompression(payload, options.compress) ? new SharedMessage(this.deflateShared!, opcode, payload) : null;
     const { except, filter } = options;
     if (filter !== undefined && typeof filter !== 'function') throw new TypeError('filter must be a function');
     const skip: ReadonlySet<number> | number | undefined =
@@ -634,7 +672,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       const fd = connection.fd;
       if (skip !== undefined && (typeof skip === 'number' ? fd === skip : skip.has(fd))) continue;
       if (filter !== undefined && !filter(fd)) continue;
-      if (connection.send(opcode, frame, true)) reached++;
+      if (shared === null ? connection.send(opcode, frame, true) : this.sendShared(connection, frame, shared)) reached++;
     }
     return reached;
   }
@@ -680,17 +718,48 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     if (subscribers === undefined) return 0;
     const opcode = resolveOpcode(data, options.opcode);
     if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY) throw new TypeError('publish sends text or binary messages');
-    const frame = this.encode(data, opcode, true);
+    const payload = this.validate(data, opcode, true);
+    const frame = encodeFrame(opcode, payload, true);
+    const shared = this.wantsCompression(payload, options.compress) ? new SharedMessage(this.deflateShared!, opcode, payload) : null;
     const except = options.except;
     let reached = 0;
     for (const connection of subscribers) {
-      if (connection.fd !== except && connection.send(opcode, frame, true)) reached++;
+      if (connection.fd === except) continue;
+      if (shared === null ? connection.send(opcode, frame, true) : this.sendShared(connection, frame, shared)) reached++;
     }
     return reached;
   }
 
-  /** Validates a message and encodes its frame; throws on bad arguments. */
-  private encode(data: PushData, opcode: number, finish: boolean): EncodedFrame {
+  /** Whether a message goes out compressed to connections that negotiated it. */
+  private wantsCompression(payload: Buffer | string, compress: boolean | undefined): boolean {
+    if (compress !== undefined && typeof compress !== 'boolean') throw new TypeError('compress must be a boolean');
+    if (this.deflateShared === null || compress === false) return false;
+    if (compress === true) return true;
+    const threshold = this.deflateShared.options.threshold;
+    // A string's UTF-8 size is at least its length: count bytes only when it matters.
+    if (payload.length >= threshold) return true;
+    return typeof payload === 'string' && payload.length * 3 >= threshold && Buffer.byteLength(payload) >= threshold;
+  }
+
+  /**
+   * One recipient of a broadcast or publish that may be compressed: plain if
+   * it did not negotiate permessage-deflate; without server context takeover
+   * the one compressed frame shared by all such recipients (each message
+   * stands alone, so the same bytes are right for every one of them); with
+   * takeover, compressed by its own context.
+   */
+  private sendShared(connection: Connection<Data>, frame: EncodedFrame, shared: SharedMessage): boolean {
+    const deflate = connection.deflate;
+    if (deflate === null) return connection.send(shared.opcode, frame, true);
+    const params = deflate.params;
+    if (params.serverNoContextTakeover) {
+      return connection.send(shared.opcode, shared.frameFor(params.serverMaxWindowBits), true);
+    }
+    return connection.sendCompressed(shared.opcode, shared.payload);
+  }
+
+  /** Validates a message and returns its payload; throws on bad arguments. */
+  private validate(data: PushData, opcode: number, finish: boolean): Buffer | string {
     const payload = data instanceof Frame ? data.payload : typeof data === 'string' ? data : toBuffer(data);
     if (typeof finish !== 'boolean') throw new TypeError('finish must be a boolean');
     if (opcode === OPCODE.CLOSE) throw new TypeError('use disconnect(fd, code, reason) to close');
@@ -717,7 +786,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     } else if (length > this.maxPayload) {
       throw new RangeError(`message of ${length} bytes is larger than maxPayload (${this.maxPayload})`);
     }
-    return encodeFrame(opcode, payload, finish);
+    return payload;
   }
 
   /** Sends a ping (payload up to 125 bytes). False when `fd` is not established. */
@@ -800,6 +869,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       bufferedAmount: c.bufferedAmount,
       established: c.state === ReadyState.OPEN,
       topics: c.topics ? [...c.topics] : [],
+      perMessageDeflate: c.deflate !== null,
     };
   }
 

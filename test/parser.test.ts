@@ -275,3 +275,100 @@ describe('parser: memory', () => {
     assert.notEqual((payload as Buffer | null)?.buffer, chunk.buffer);
   });
 });
+
+/** Records compressed fragments too; optionally pauses on each and resumes when told. */
+class DeflateRecorder extends Recorder {
+  parser!: Parser;
+  pauseOnFragment = false;
+  onCompressedFragment(opcode: number, payload: Buffer, fin: boolean): void {
+    this.events.push(['fragment', opcode, payload.toString('hex'), fin] as unknown as Event);
+    if (this.pauseOnFragment) this.parser.pause();
+  }
+}
+
+function runCompressed(chunks: Buffer[], maxPayload = 1 << 20): Event[] {
+  const recorder = new DeflateRecorder();
+  recorder.parser = new Parser(recorder, maxPayload, true);
+  for (const chunk of chunks) recorder.parser.write(Buffer.from(chunk));
+  return recorder.events;
+}
+
+/** Like check(), for a parser that negotiated permessage-deflate. */
+function checkCompressed(input: Buffer, expected: unknown[], maxPayload?: number): void {
+  assert.deepEqual(runCompressed([input], maxPayload), expected, 'whole input');
+  for (let i = 1; i < input.length; i++) {
+    assert.deepEqual(runCompressed([input.subarray(0, i), input.subarray(i)], maxPayload), expected, `split at ${i}`);
+  }
+  const bytes = Array.from({ length: input.length }, (_, i) => input.subarray(i, i + 1));
+  assert.deepEqual(runCompressed(bytes, maxPayload), expected, 'byte by byte');
+}
+
+describe('parser: permessage-deflate (RFC 7692)', () => {
+  const err = (code: string, close: number): Event => ['error', code, close];
+  // RFC 7692 7.2.3.1: "Hello" compressed, c1 07 f2 48 cd c9 c9 07 00 unmasked.
+  const HELLO = hex('f248cdc9c90700');
+
+  test('hands over a frame with RSV1 as a compressed fragment, unmasked and not UTF-8 checked', () => {
+    checkCompressed(masked(1, HELLO, { rsv: 4 }), [['fragment', 1, HELLO.toString('hex'), true]]);
+    // 0xff is never valid UTF-8: a compressed text payload is checked after inflating, not here.
+    checkCompressed(masked(1, hex('ff00'), { rsv: 4 }), [['fragment', 1, 'ff00', true]]);
+  });
+
+  test('hands over each frame of a fragmented compressed message as it completes, then plain messages as before', () => {
+    const input = Buffer.concat([
+      masked(2, hex('f248cd'), { rsv: 4, fin: false }),
+      masked(9, 'p'),
+      masked(0, '', { fin: false }),
+      masked(0, hex('c9c90700')),
+      masked(1, 'plain'),
+    ]);
+    checkCompressed(input, [
+      ['fragment', 2, 'f248cd', false],
+      ['ping', Buffer.from('p').toString('hex')],
+      ['fragment', 2, '', false],
+      ['fragment', 2, 'c9c90700', true],
+      text('plain'),
+    ]);
+  });
+
+  test('fails RSV1 on a continuation frame with RSV1_NOT_FIRST (1002)', () => {
+    checkCompressed(Buffer.concat([masked(1, 'a', { rsv: 4, fin: false }), masked(0, 'b', { rsv: 4 })]), [
+      ['fragment', 1, Buffer.from('a').toString('hex'), false],
+      err('RSV1_NOT_FIRST', 1002),
+    ]);
+  });
+
+  test('fails RSV1 on control frames with RSV1_NOT_FIRST (1002)', () => {
+    for (const opcode of [8, 9, 10]) checkCompressed(masked(opcode, '', { rsv: 4 }), [err('RSV1_NOT_FIRST', 1002)]);
+  });
+
+  test('still fails RSV2 and RSV3, which permessage-deflate does not define', () => {
+    for (const rsv of [2, 1, 6]) checkCompressed(masked(1, 'x', { rsv }), [err('RSV_BITS_SET', 1002)]);
+  });
+
+  test('without the extension RSV1 stays a protocol error', () => {
+    check(masked(1, HELLO, { rsv: 4 }), [err('RSV_BITS_SET', 1002)]);
+  });
+
+  test('bounds the compressed size of a message near maxPayload, across fragments', () => {
+    // maxPayload 1000: compressed bytes may exceed it by the slack deflate needs, no more.
+    assert.deepEqual(runCompressed([masked(2, Buffer.alloc(1000), { rsv: 4 })], 1000)[0][0], 'fragment');
+    const tooBig = Buffer.concat([masked(2, Buffer.alloc(600), { rsv: 4, fin: false }), masked(0, Buffer.alloc(600))]);
+    assert.deepEqual(runCompressed([tooBig], 1000), [['fragment', 2, '00'.repeat(600), false], err('MESSAGE_TOO_BIG', 1009)]);
+  });
+
+  test('pause() holds the rest of the input until resume(), in order', () => {
+    const recorder = new DeflateRecorder();
+    const parser = new Parser(recorder, 1 << 20, true);
+    recorder.parser = parser;
+    recorder.pauseOnFragment = true;
+    parser.write(Buffer.concat([masked(1, HELLO, { rsv: 4 }), masked(1, 'next'), masked(1, HELLO, { rsv: 4 })]));
+    assert.deepEqual(recorder.events, [['fragment', 1, HELLO.toString('hex'), true]]);
+    parser.write(masked(1, 'later'));
+    assert.equal(recorder.events.length, 1, 'input written while paused waits too');
+    parser.resume();
+    assert.deepEqual(recorder.events.slice(1), [text('next'), ['fragment', 1, HELLO.toString('hex'), true]]);
+    parser.resume();
+    assert.deepEqual(recorder.events.slice(3), [text('later')]);
+  });
+});

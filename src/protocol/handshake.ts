@@ -105,16 +105,18 @@ function headerLines(headers: OutgoingHttpHeaders | undefined): string {
 }
 
 /**
- * The 101 response. Throws `TypeError` on an invalid extra header (a hook's
+ * The 101 response, with the agreed extensions (a `Sec-WebSocket-Extensions`
+ * value) if any. Throws `TypeError` on an invalid extra header (a hook's
  * mistake), before anything is written.
  */
-export function acceptResponse(key: string, protocol?: string, headers?: OutgoingHttpHeaders): string {
+export function acceptResponse(key: string, protocol?: string, headers?: OutgoingHttpHeaders, extensions?: string): string {
   return (
     'HTTP/1.1 101 Switching Protocols\r\n' +
     'Upgrade: websocket\r\n' +
     'Connection: Upgrade\r\n' +
     `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n` +
     (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
+    (extensions ? `Sec-WebSocket-Extensions: ${extensions}\r\n` : '') +
     headerLines(headers) +
     '\r\n'
   );

@@ -10,6 +10,12 @@
  * unmasked on the way, into one buffer sized from the frame headers, so a
  * message costs about its own size however many fragments it came in (a
  * flood of tiny fragments keeps no per-fragment objects or chunk views alive).
+ *
+ * permessage-deflate (RFC 7692): when the connection negotiated it, RSV1 on
+ * the first frame marks a compressed message. Its frames are handed to
+ * `onCompressedFragment` one by one, as they came, without UTF-8 checks (the
+ * handler inflates and checks); the handler may `pause()` the parser while it
+ * works and `resume()` it after, so messages stay in order.
  */
 import { isValidCloseCode, WebSocketError, type WebSocketErrorCode } from '../errors.js';
 import { isValidUtf8, maskInto, rotateMask, unmask, utf8Continue, UTF8_INVALID } from '../native.js';
@@ -24,6 +30,11 @@ export interface ParserHandler {
   /** A valid close frame; `code` is 1005 when it carried no status. */
   onClose(code: number, reason: string): void;
   onError(error: WebSocketError): void;
+  /**
+   * One frame of a compressed message (only when the parser was created with
+   * `compression`): its unmasked payload, and whether it is the last one.
+   */
+  onCompressedFragment?(opcode: number, payload: Buffer, fin: boolean): void;
 }
 
 const HEADER = 0;
@@ -55,16 +66,48 @@ export class Parser {
   private message: Buffer | null = null;
   private messageLength = 0;
   private utf8State = 0;
+  /** The message being read is compressed (RSV1 on its first frame). */
+  private compressed = false;
+  /** Compressed bytes of this message already handed over. */
+  private compressedRead = 0;
+  /**
+   * Limit on a compressed message's own size: `maxPayload` on the inflated
+   * size is enforced while inflating; this bounds what is buffered, with room
+   * for the few bytes deflate adds to incompressible data (5 per stored block).
+   */
+  private readonly compressedLimit: number;
+
+  private paused = false;
+  /** Input received while paused, parsed on `resume()`. */
+  private pending: Buffer | null = null;
 
   constructor(
     private readonly handler: ParserHandler,
     private readonly maxPayload: number,
-  ) {}
+    /** permessage-deflate was negotiated: RSV1 is allowed on a message's first frame. */
+    private readonly compression = false,
+  ) {
+    this.compressedLimit = maxPayload + Math.ceil(maxPayload / 1024) + 64;
+  }
 
   /** Stops parsing: bytes already queued and later chunks are ignored. */
   stop(): void {
     this.state = STOPPED;
-    this.header = this.controlBuffer = this.message = null;
+    this.header = this.controlBuffer = this.message = this.pending = null;
+  }
+
+  /** Holds input, from the next frame on, until `resume()` (called from a handler callback). */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Parses what arrived while paused, then carries on. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    const pending = this.pending;
+    this.pending = null;
+    if (pending !== null && this.state !== STOPPED) this.write(pending);
   }
 
   /** Whether the parser stopped (close frame, error, or `stop()`). */
@@ -74,15 +117,20 @@ export class Parser {
 
   /** Feeds one chunk. The chunk may be unmasked in place and kept by views. */
   write(chunk: Buffer): void {
+    if (this.paused) {
+      this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+      return;
+    }
     let pos = 0;
     const end = chunk.length;
-    while (pos < end && this.state !== STOPPED) {
+    while (pos < end && this.state !== STOPPED && !this.paused) {
       if (this.state === HEADER) {
         pos = this.readHeader(chunk, pos, end);
       } else {
         pos = this.readPayload(chunk, pos, end);
       }
     }
+    if (this.paused && pos < end && this.state !== STOPPED) this.pending = chunk.subarray(pos);
   }
 
   private fail(code: WebSocketErrorCode): void {
@@ -135,11 +183,15 @@ export class Parser {
     this.frameLength = length;
     this.frameRead = 0;
     if (this.opcode < 0x8) {
-      if (this.messageLength + length > this.maxPayload) {
+      if (this.opcode !== OPCODE.CONTINUATION) {
+        this.messageOpcode = this.opcode;
+        this.compressed = (src[at] & 0x40) !== 0;
+      }
+      const limit = this.compressed ? this.compressedLimit : this.maxPayload;
+      if (this.compressedRead + this.messageLength + length > limit) {
         this.fail('MESSAGE_TOO_BIG');
         return end;
       }
-      if (this.opcode !== OPCODE.CONTINUATION) this.messageOpcode = this.opcode;
     }
     this.state = PAYLOAD;
     if (length === 0) this.frameDone(EMPTY, 0, 0);
@@ -154,7 +206,12 @@ export class Parser {
   private checkFirstTwo(b0: number, b1: number): number {
     const opcode = b0 & 0x0f;
     // RFC 6455 5.2: RSV1-3 MUST be 0 unless an extension defines them.
-    if ((b0 & 0x70) !== 0) return this.failed('RSV_BITS_SET');
+    const rsv = b0 & 0x70;
+    if (rsv !== 0) {
+      if (rsv !== 0x40 || !this.compression) return this.failed('RSV_BITS_SET');
+      // RFC 7692 6.1: RSV1 is set on the first frame of a compressed message only.
+      if (opcode >= 0x8 || opcode === OPCODE.CONTINUATION) return this.failed('RSV1_NOT_FIRST');
+    }
     if (opcode >= 0x8) {
       if (opcode > OPCODE.PONG) return this.failed('RESERVED_OPCODE');
       // RFC 6455 5.5: control frames MUST NOT be fragmented ...
@@ -201,7 +258,8 @@ export class Parser {
     const take = Math.min(want, end - pos);
     const isControl = this.opcode >= 0x8;
 
-    if (take === want && this.frameRead === 0 && (isControl || (this.fin && this.message === null))) {
+    const whole = this.fin || this.compressed;
+    if (take === want && this.frameRead === 0 && (isControl || (whole && this.message === null))) {
       // Whole frame in this chunk, nothing assembled: unmask in place, no copy.
       unmask(chunk, pos, pos + take, this.mask);
       this.frameDone(chunk, pos, pos + take);
@@ -225,7 +283,7 @@ export class Parser {
     maskInto(chunk, pos, pos + take, target, at, mask);
     this.messageLength += take;
     this.frameRead += take;
-    if (this.messageOpcode === OPCODE.TEXT) {
+    if (this.messageOpcode === OPCODE.TEXT && !this.compressed) {
       // Fail fast: a bad byte closes the connection before the message ends.
       this.utf8State = utf8Continue(this.utf8State, target, at, at + take);
       if (this.utf8State === UTF8_INVALID) {
@@ -242,7 +300,7 @@ export class Parser {
     const current = this.message;
     if (current !== null && current.length >= size) return current;
     let capacity = size;
-    if (current !== null || !this.fin) {
+    if (!this.compressed && (current !== null || !this.fin)) {
       // Fragmented: grow by doubling so many small fragments copy O(n) bytes.
       capacity = Math.min(Math.max(size, (current?.length ?? 0) * 2, 1024), this.maxPayload);
     }
@@ -263,6 +321,7 @@ export class Parser {
       this.control(opcode, buf as Buffer, start, end);
       return;
     }
+    if (this.compressed) return this.compressedFrameDone(buf, start, end);
     if (buf !== null && end > start) {
       // A whole single-frame message read in place (or an empty fragment).
       if (this.messageOpcode === OPCODE.TEXT && this.message === null) {
@@ -283,6 +342,24 @@ export class Parser {
     this.messageLength = 0;
     this.utf8State = 0;
     this.handler.onMessage(messageOpcode, payload);
+  }
+
+  /** A frame of a compressed message is complete: hand it over as it is, one frame at a time. */
+  private compressedFrameDone(buf: Buffer | null, start: number, end: number): void {
+    const payload =
+      buf === null ? (this.message as Buffer).subarray(0, this.messageLength) : end === start ? EMPTY : buf.subarray(start, end);
+    this.message = null;
+    this.messageLength = 0;
+    const opcode = this.messageOpcode;
+    const fin = this.fin;
+    if (fin) {
+      this.messageOpcode = 0;
+      this.compressed = false;
+      this.compressedRead = 0;
+    } else {
+      this.compressedRead += payload.length;
+    }
+    this.handler.onCompressedFragment!(opcode, payload, fin);
   }
 
   private control(opcode: number, buf: Buffer, start: number, end: number): void {
