@@ -69,8 +69,10 @@ export interface ServerOptions {
   backpressure?: 'drop' | 'close';
   /**
    * permessage-deflate (RFC 7692). Off by default (as in ws); `true` takes
-   * the defaults, which keep no zlib memory per idle connection. See
-   * `PerMessageDeflateOptions` for each setting and its memory cost.
+   * the defaults, which keep no zlib memory per idle connection (measured:
+   * 2 KiB more RSS per connection than without compression, against about
+   * 235 KiB with context takeover both ways). See `PerMessageDeflateOptions`
+   * for each setting and its memory cost.
    */
   perMessageDeflate?: boolean | PerMessageDeflateOptions;
 }
