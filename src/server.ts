@@ -645,10 +645,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   push(fd: number, data: PushData, opcode?: number, finish = true, compress?: boolean): boolean {
     opcode = resolveOpcode(data, opcode);
     const payload = this.validate(data, opcode, finish);
+    if (compress !== undefined && typeof compress !== 'boolean') throw new TypeError('compress must be a boolean');
     const connection = this.registry.get(fd);
     if (connection === undefined || connection.state !== ReadyState.OPEN) return false;
-    if (connection.deflate !== null && finish && opcode <= OPCODE.BINARY && opcode !== OPCODE.CONTINUATION) {
-      if (this.wantsCompression(payload, compress)) return connection.sendCompressed(opcode, payload);
+    const whole = finish && (opcode === OPCODE.TEXT || opcode === OPCODE.BINARY);
+    if (whole && connection.deflate !== null && this.wantsCompression(payload, compress)) {
+      return connection.sendCompressed(opcode, payload);
     }
     return connection.send(opcode, encodeFrame(opcode, payload, finish), finish);
   }

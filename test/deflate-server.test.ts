@@ -151,6 +151,8 @@ describe('compressed frames from a raw client', () => {
     assert.equal(frames.find((f) => f.opcode === OPCODE.PING)?.rsv, 0);
     assert.equal(inflate(data[1].payload).toString(), atThreshold);
     assert.ok(data[1].payload.length < 50);
+    assert.throws(() => server.push(fd, 'x', OPCODE.TEXT, true, 'yes' as unknown as boolean), TypeError);
+    assert.throws(() => server.broadcast('x', { compress: 1 as unknown as boolean }), TypeError);
     client.destroy();
   });
 
