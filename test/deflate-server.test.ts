@@ -453,3 +453,32 @@ describe('broadcast and publish with compression', () => {
     }
   });
 });
+
+describe('zlib contexts over a connection\'s life', () => {
+  test('with takeover each connection holds its two contexts until it closes; the defaults hold none while idle', async () => {
+    for (const [perMessageDeflate, held] of [
+      [{ serverNoContextTakeover: false, clientNoContextTakeover: false }, 2],
+      [true, 0],
+    ] as const) {
+      const server = await startServer({ perMessageDeflate });
+      const shared = (server as unknown as { deflateShared: DeflateShared }).deflateShared;
+      try {
+        const clients = [];
+        for (let i = 0; i < 5; i++) clients.push(await connect(server, { threshold: 0 }));
+        for (const { ws } of clients) {
+          ws.send(json(1));
+          assert.equal(String((await nextMessage(ws))[0]), json(1));
+        }
+        // The defaults keep at most the pooled contexts (one of each kind here), not one per connection.
+        assert.equal(shared.contexts, held === 2 ? 10 : 2);
+        const closed = clients.map(({ fd }) => closeEvent(server, fd));
+        for (const { ws } of clients) ws.close();
+        await Promise.all(closed);
+        assert.equal(shared.contexts, held === 2 ? 0 : 2, 'contexts of closed connections are freed');
+      } finally {
+        await server.stop({ timeout: 200 });
+      }
+      assert.equal(shared.contexts, 0, 'stop() frees the pools');
+    }
+  });
+});
