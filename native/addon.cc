@@ -188,6 +188,31 @@ napi_value Utf8Continue(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// utf8InvalidAt(state, buf, start, end): offset from start of the first
+// invalid byte, or -1.
+napi_value Utf8InvalidAt(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  Args(env, info, argv);
+  double d;
+  if (napi_get_value_double(env, argv[0], &d) != napi_ok) {
+    Fail(env, false, "state must be a number");
+    return nullptr;
+  }
+  if (!(d >= INT32_MIN && d <= INT32_MAX) || std::floor(d) != d ||
+      !wavecast::Utf8StateValid(static_cast<int32_t>(d)) || d == kUtf8Invalid) {
+    Fail(env, true, "state must be 0 or a state utf8Continue returned before the failure");
+    return nullptr;
+  }
+  Bytes buf;
+  size_t start;
+  size_t end;
+  if (!GetRange(env, argv + 1, &buf, &start, &end)) return nullptr;
+  const int64_t at = wavecast::Utf8InvalidAt(static_cast<int32_t>(d), buf.data + start, end - start);
+  napi_value result;
+  napi_create_double(env, static_cast<double>(at), &result);
+  return result;
+}
+
 #if defined(WAVECAST_HAVE_WRITE_BATCH)
 
 // writeBatch(fds, count, head, results, body?): see write-batch.h.
@@ -252,6 +277,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "maskInto", MaskInto);
   Export(env, exports, "isValidUtf8", IsValidUtf8);
   Export(env, exports, "utf8Continue", Utf8Continue);
+  Export(env, exports, "utf8InvalidAt", Utf8InvalidAt);
 #if defined(WAVECAST_HAVE_WRITE_BATCH)
   Export(env, exports, "writeBatch", WriteBatch);
 #endif

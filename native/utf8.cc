@@ -416,4 +416,31 @@ int32_t Utf8Continue(int32_t state, const uint8_t* p, size_t n) {
   return static_cast<int32_t>((n - tail) << 24) | packed;
 }
 
+int64_t Utf8InvalidAt(int32_t state, const uint8_t* p, size_t n) {
+  size_t i = 0;
+  if (state > 0) {
+    int held = state >> 24;
+    const uint8_t lead = static_cast<uint8_t>((state >> 16) & 0xff);
+    const int len = SequenceLength(lead);
+    for (; held < len && i < n; held++, i++) {
+      if (!Continues(lead, held, p[i])) return static_cast<int64_t>(i);
+    }
+  }
+  while (i < n) {
+    const uint8_t lead = p[i];
+    if (lead < 0x80) {
+      i++;
+      continue;
+    }
+    const int len = SequenceLength(lead);
+    if (len == 0) return static_cast<int64_t>(i);
+    for (int k = 1; k < len; k++) {
+      if (i + static_cast<size_t>(k) >= n) return -1;
+      if (!Continues(lead, k, p[i + k])) return static_cast<int64_t>(i + k);
+    }
+    i += static_cast<size_t>(len);
+  }
+  return -1;
+}
+
 }  // namespace wavecast

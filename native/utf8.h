@@ -24,6 +24,12 @@ bool Utf8Valid(const uint8_t* p, size_t n);
 //   -1                  the stream is not UTF-8.
 int32_t Utf8Continue(int32_t state, const uint8_t* p, size_t n);
 
+// Where the stream continued from `state` with p[0, n) first stops being
+// UTF-8: the index in p of the first byte that cannot follow what came before
+// it, or -1 when p is valid (an unfinished code point at the end is valid).
+// Scalar: it runs once, to report a failure that Utf8Continue found.
+int64_t Utf8InvalidAt(int32_t state, const uint8_t* p, size_t n);
+
 // Whether `state` is one Utf8Continue can return (and so may be passed in).
 bool Utf8StateValid(int32_t state);
 

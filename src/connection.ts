@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import type { BatchNode, Batcher, Batchable } from './batcher.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';
-import { isValidUtf8 } from './native.js';
+import { isValidUtf8, utf8FailureOffset } from './native.js';
 import { Parser, type ParserHandler } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
@@ -415,7 +415,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     if (this.parser.stopped) return;
     if (error === null && message !== null && opcode === OPCODE.TEXT && !isValidUtf8(message, 0, message.length)) {
       // RFC 6455 8.1, on the inflated bytes.
-      error = new WebSocketError('INVALID_UTF8');
+      error = new WebSocketError('INVALID_UTF8', utf8FailureOffset(message, 0, message.length));
     }
     if (error !== null) {
       this.parser.stop();

@@ -53,9 +53,17 @@ export class WebSocketError extends Error {
   /** Close status sent to the peer. */
   readonly closeCode: number;
 
-  constructor(readonly code: WebSocketErrorCode) {
+  /**
+   * @param offset For `INVALID_UTF8`: where in the message (bytes from its
+   *   start, as reassembled) the first invalid byte is; it also goes in the
+   *   message, and so in the close reason.
+   */
+  constructor(
+    readonly code: WebSocketErrorCode,
+    readonly offset?: number,
+  ) {
     const [closeCode, message] = TABLE[code];
-    super(message);
+    super(offset === undefined ? message : `${message} (byte ${offset})`);
     this.closeCode = closeCode;
   }
 }

@@ -46,6 +46,7 @@ export interface Addon {
   ): void;
   isValidUtf8(buf: Uint8Array, start: number, end: number): boolean;
   utf8Continue(state: number, buf: Uint8Array, start: number, end: number): number;
+  utf8InvalidAt(state: number, buf: Uint8Array, start: number, end: number): number;
   /** Absent where the platform has no socket descriptors to write to (not Linux). */
   writeBatch?: WriteBatch;
   /** The SIMD code paths the addon picked for this CPU. */
@@ -158,4 +159,20 @@ export function writableFd(socket: Socket): number {
   if (!handle || handle.writeQueueSize !== 0) return -1;
   const fd = handle.fd;
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : -1;
+}
+
+/**
+ * Where a failed UTF-8 check failed: the offset from `start` of the first
+ * invalid byte given the state before the range, or -1. Runs once per
+ * failure, to say where in the close reason and the error.
+ */
+export const utf8InvalidAt: Addon['utf8InvalidAt'] = addon ? addon.utf8InvalidAt : jsUtf8.utf8InvalidAt;
+
+/**
+ * The offset to report for a range that failed a whole-message check: the
+ * first invalid byte, or the end when the range stops inside a code point.
+ */
+export function utf8FailureOffset(buf: Uint8Array, start: number, end: number): number {
+  const at = utf8InvalidAt(0, buf, start, end);
+  return at < 0 ? end - start : at;
 }

@@ -84,7 +84,7 @@ describe(named(`native equals JS (backend ${backend})`, skipNative), { skip: ski
     }
   });
 
-  test('isValidUtf8 and utf8Continue equal the JS fallback over sizes 0..1 MiB and offsets 0..15', () => {
+  test('isValidUtf8, utf8Continue and utf8InvalidAt equal the JS fallback over sizes 0..1 MiB and offsets 0..15', () => {
     const random = rng(0x5eed2);
     const deadline = Date.now() + 30_000;
     let invalid = 0;
@@ -103,6 +103,14 @@ describe(named(`native equals JS (backend ${backend})`, skipNative), { skip: ski
         assert.equal(native.utf8Continue(0, buf, offset, cut), js1, `utf8Continue 1st size ${size} offset ${offset}`);
         const js2 = jsUtf8.utf8Continue(js1, buf, cut, offset + size);
         assert.equal(native.utf8Continue(js1, buf, cut, offset + size), js2, `utf8Continue 2nd size ${size} offset ${offset}`);
+        if (!whole) {
+          const at = jsUtf8.utf8InvalidAt(0, buf, offset, offset + size);
+          assert.equal(native.utf8InvalidAt(0, buf, offset, offset + size), at, `utf8InvalidAt size ${size} offset ${offset}`);
+          if (js1 !== jsUtf8.UTF8_INVALID) {
+            const at2 = jsUtf8.utf8InvalidAt(js1, buf, cut, offset + size);
+            assert.equal(native.utf8InvalidAt(js1, buf, cut, offset + size), at2, `utf8InvalidAt continued size ${size}`);
+          }
+        }
       }
     }
     assert.ok(invalid > 50, 'the random inputs include invalid ones');

@@ -213,6 +213,26 @@ describe('parser: protocol errors', () => {
     assert.deepEqual(run([frame.subarray(0, headerLength + 1100)]), [err('INVALID_UTF8', 1007)]);
   });
 
+  test('says in the error and the close reason where the first invalid byte of the message is', () => {
+    const errors: WebSocketError[] = [];
+    const handler = Object.assign(new Recorder(), { onError: (e: WebSocketError) => errors.push(e) });
+    const cases: [Buffer[], number][] = [
+      [[masked(1, hex('41 42 43 ff'))], 3],
+      [[masked(1, 'abc', { fin: false }), masked(0, hex('44 e2 28'), { fin: false })], 5],
+      [[masked(1, hex('61 e2'), { fin: false }), masked(0, hex('82 41'))], 3],
+      [[masked(1, hex('61 e2 82'), { fin: false }), masked(0, '')], 3],
+      [[masked(1, Buffer.concat([Buffer.alloc(70_000, 0x61), hex('c0 80')]))], 70_000],
+    ];
+    for (const [frames, offset] of cases) {
+      errors.length = 0;
+      const parser = new Parser(handler, 1 << 20);
+      for (const f of frames) parser.write(Buffer.from(f));
+      assert.equal(errors.length, 1);
+      assert.deepEqual([errors[0].code, errors[0].offset], ['INVALID_UTF8', offset]);
+      assert.match(errors[0].message, new RegExp(`\\(byte ${offset}\\)$`));
+    }
+  });
+
   test('fails with 1007 when a text message ends inside a code point', () => {
     const input = Buffer.concat([masked(1, hex('e282'), { fin: false }), masked(0, '')]);
     check(input, [err('INVALID_UTF8', 1007)]);

@@ -11,6 +11,7 @@ import * as wrapped from '../src/native.js';
 interface Utf8Impl {
   isValidUtf8: typeof jsUtf8.isValidUtf8;
   utf8Continue: typeof jsUtf8.utf8Continue;
+  utf8InvalidAt: typeof jsUtf8.utf8InvalidAt;
 }
 
 const { UTF8_INVALID } = jsUtf8;
@@ -131,6 +132,22 @@ for (const { name, impl } of impls) {
       });
     }
 
+    test('utf8InvalidAt says where the first bad byte is, whole and continued from the state of every prefix', () => {
+      for (const v of vectors) {
+        const bytes = hex(v.bytes);
+        const expected = typeof v.bad === 'number' ? v.bad : -1;
+        assert.equal(u.utf8InvalidAt(0, bytes, 0, bytes.length), expected, v.what);
+        const padded = Buffer.concat([Buffer.alloc(61, 0x61), bytes, Buffer.alloc(70, 0x62)]);
+        assert.equal(u.utf8InvalidAt(0, padded, 61, 61 + bytes.length), expected, `${v.what}, as a sub-range`);
+        for (let cut = 0; cut <= bytes.length; cut++) {
+          const state = u.utf8Continue(0, bytes, 0, cut);
+          if (state === UTF8_INVALID) continue; // the bad byte lies before the cut
+          const at = u.utf8InvalidAt(state, bytes, cut, bytes.length);
+          assert.equal(at < 0 ? -1 : cut + at, expected, `${v.what}, cut at ${cut}`);
+        }
+      }
+    });
+
     test('finds one bad byte at every position of a 64-byte block inside a long ASCII run', () => {
       const run = Buffer.alloc(64 * 4, 0x41);
       for (const bad of [0x80, 0xbf, 0xc0, 0xc1, 0xc3, 0xe2, 0xed, 0xf0, 0xf4, 0xf5, 0xf8, 0xfc, 0xfe, 0xff]) {
@@ -143,6 +160,9 @@ for (const { name, impl } of impls) {
           const state = u.utf8Continue(0, buf, 0, buf.length);
           const leadAtEnd = at === buf.length - 1 && bad >= 0xc2 && bad <= 0xf4;
           assert.equal(state === UTF8_INVALID, !leadAtEnd, `stream: 0x${bad.toString(16)} at ${at}`);
+          // A bad lead is the bad byte; a good lead is cut short by the ASCII after it.
+          const isLead = bad >= 0xc2 && bad <= 0xf4;
+          assert.equal(u.utf8InvalidAt(0, buf, 0, buf.length), leadAtEnd ? -1 : isLead ? at + 1 : at, `where: 0x${bad.toString(16)} at ${at}`);
         }
       }
     });

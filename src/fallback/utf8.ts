@@ -114,3 +114,36 @@ export function utf8Continue(state: number, buf: Uint8Array, start: number, end:
   }
   return ((end - tail) << 24) | packed;
 }
+
+/**
+ * Where a stream continued from `state` with `buf[start, end)` first stops
+ * being UTF-8: the offset from `start` of the first byte that cannot follow
+ * what came before it, or -1 when the range is valid (an unfinished code
+ * point at the end is valid). Scalar: it runs once, to report a failure
+ * `utf8Continue` found.
+ */
+export function utf8InvalidAt(state: number, buf: Uint8Array, start: number, end: number): number {
+  let i = start;
+  if (state > 0) {
+    const lead = (state >>> 16) & 0xff;
+    const len = sequenceLength(lead);
+    for (let held = state >>> 24; held < len && i < end; held++, i++) {
+      if (!continues(lead, held, buf[i])) return i - start;
+    }
+  }
+  while (i < end) {
+    const lead = buf[i];
+    if (lead < 0x80) {
+      i++;
+      continue;
+    }
+    const len = sequenceLength(lead);
+    if (len === 0) return i - start;
+    for (let k = 1; k < len; k++) {
+      if (i + k >= end) return -1;
+      if (!continues(lead, k, buf[i + k])) return i + k - start;
+    }
+    i += len;
+  }
+  return -1;
+}

@@ -18,7 +18,7 @@
  * works and `resume()` it after, so messages stay in order.
  */
 import { isValidCloseCode, WebSocketError, type WebSocketErrorCode } from '../errors.js';
-import { isValidUtf8, maskInto, rotateMask, unmask, utf8Continue, UTF8_INVALID } from '../native.js';
+import { isValidUtf8, maskInto, rotateMask, unmask, utf8Continue, utf8FailureOffset, utf8InvalidAt, UTF8_INVALID } from '../native.js';
 import { OPCODE } from './opcode.js';
 
 /** What the parser reports to. Payload buffers are the handler's to keep. */
@@ -133,9 +133,9 @@ export class Parser {
     if (this.paused && pos < end && this.state !== STOPPED) this.pending = chunk.subarray(pos);
   }
 
-  private fail(code: WebSocketErrorCode): void {
+  private fail(code: WebSocketErrorCode, offset?: number): void {
     this.stop();
-    this.handler.onError(new WebSocketError(code));
+    this.handler.onError(new WebSocketError(code, offset));
   }
 
   /** Reads a frame header from `chunk[pos..]`; returns the new position. */
@@ -285,9 +285,10 @@ export class Parser {
     this.frameRead += take;
     if (this.messageOpcode === OPCODE.TEXT && !this.compressed) {
       // Fail fast: a bad byte closes the connection before the message ends.
-      this.utf8State = utf8Continue(this.utf8State, target, at, at + take);
+      const before = this.utf8State;
+      this.utf8State = utf8Continue(before, target, at, at + take);
       if (this.utf8State === UTF8_INVALID) {
-        this.fail('INVALID_UTF8');
+        this.fail('INVALID_UTF8', at + Math.max(0, utf8InvalidAt(before, target, at, at + take)));
         return end;
       }
     }
@@ -325,14 +326,15 @@ export class Parser {
     if (buf !== null && end > start) {
       // A whole single-frame message read in place (or an empty fragment).
       if (this.messageOpcode === OPCODE.TEXT && this.message === null) {
-        if (!isValidUtf8(buf, start, end)) return this.fail('INVALID_UTF8');
+        if (!isValidUtf8(buf, start, end)) return this.fail('INVALID_UTF8', utf8FailureOffset(buf, start, end));
       }
     }
     if (!this.fin) return;
     let payload: Buffer;
     if (this.message !== null) {
       payload = this.message.subarray(0, this.messageLength);
-      if (this.messageOpcode === OPCODE.TEXT && this.utf8State !== 0) return this.fail('INVALID_UTF8');
+      // The message ended inside a code point: the first missing byte is the bad one.
+      if (this.messageOpcode === OPCODE.TEXT && this.utf8State !== 0) return this.fail('INVALID_UTF8', this.messageLength);
     } else {
       payload = buf === null || end === start ? EMPTY : buf.subarray(start, end);
     }
