@@ -39,7 +39,7 @@ export interface ConnectionOwner {
   onClosed(connection: Connection, code: number, reason: string, wasClean: boolean): void;
   /** A message was skipped for a slow connection (backpressure `'drop'`). */
   onDropped(connection: Connection, bytes: number): void;
-  /** The socket's queue emptied after a write had filled it. */
+  /** A connection that had messages dropped has an empty queue again. */
   onDrain(connection: Connection): void;
 }
 
@@ -56,9 +56,26 @@ function onSocketEnd(this: OwnedSocket): void {
 function onSocketClose(this: OwnedSocket): void {
   this[kConnection]!.socketClosed();
 }
-function onSocketDrain(this: OwnedSocket): void {
-  const connection = this[kConnection]!;
-  connection.owner.onDrain(connection);
+const NOTHING = Buffer.alloc(0);
+
+/**
+ * After a drop: reports `drain` once the connection's user-space queue is
+ * empty. While the stream holds bytes, an empty write queued behind them
+ * calls back when they are out; bytes still pending in this turn's batch are
+ * looked at again on the next turn. Costs nothing on connections that never
+ * dropped.
+ */
+function checkDrain(connection: Connection): void {
+  if (!connection.wantDrain || connection.state === ReadyState.CLOSED) return;
+  const socket = connection.socket;
+  if (socket.writableLength > 0) {
+    socket.write(NOTHING, () => checkDrain(connection));
+  } else if (connection.pendingBytes > 0) {
+    setImmediate(checkDrain, connection);
+  } else {
+    connection.wantDrain = false;
+    connection.owner.onDrain(connection);
+  }
 }
 function onSocketError(): void {
   // ECONNRESET, EPIPE and the like: 'close' follows and reports 1006.
@@ -94,6 +111,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
   pendingBytes = 0;
   /** Bytes written by the native batched write, which bypasses `socket.bytesWritten`. */
   private directBytesOut = 0;
+  /** A message was dropped: report `drain` when the queue is empty again. */
+  wantDrain = false;
   /** Topics this connection is subscribed to (owned by the server's pub/sub). */
   topics: Set<string> | null = null;
   readonly connectTime: number;
@@ -140,7 +159,6 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     socket.on('end', onSocketEnd);
     socket.on('close', onSocketClose);
     socket.on('error', onSocketError);
-    socket.on('drain', onSocketDrain);
   }
 
   /** Bytes queued in user space for this socket (this turn's and the stream's), not yet in the kernel. */
@@ -241,6 +259,10 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
       this.expire(1008, 'slow consumer');
     } else {
       owner.onDropped(this, bytes);
+      if (!this.wantDrain) {
+        this.wantDrain = true;
+        setImmediate(checkDrain, this);
+      }
     }
     return true;
   }

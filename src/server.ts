@@ -161,7 +161,7 @@ export interface ServerEvents<Data> {
   request: [req: IncomingMessage, res: ServerResponse];
   ping: [fd: number, payload: Buffer];
   pong: [fd: number, payload: Buffer];
-  /** A connection's queue emptied after it had filled (only when listened to). */
+  /** A connection that had messages dropped has an empty queue again (only when listened to). */
   drain: [fd: number];
   /** A message was skipped for a slow connection, `bytes` long (only when listened to). */
   dropped: [fd: number, bytes: number];
