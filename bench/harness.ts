@@ -70,15 +70,24 @@ export function which(name: string): string | null {
 
 /**
  * Builds the load generator with the system C compiler when the binary is
- * missing or older than its source. Throws with the compiler's output.
+ * missing or older than its source. Links zlib for permessage-deflate; where
+ * zlib (Debian: zlib1g-dev) is missing it builds without it, and only the
+ * compressed scenarios fail, saying why. Throws with the compiler's output.
  */
 export function buildLoadgen(): string {
   const fresh = existsSync(LOADGEN_BIN) && statSync(LOADGEN_BIN).mtimeMs >= statSync(LOADGEN_SRC).mtimeMs;
   if (fresh) return LOADGEN_BIN;
   mkdirSync(dirname(LOADGEN_BIN), { recursive: true });
   const cc = process.env.CC ?? 'cc';
-  const r = spawnSync(cc, ['-O2', '-Wall', '-o', LOADGEN_BIN, LOADGEN_SRC], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`building the load generator failed:\n${r.stderr}${r.error ?? ''}`);
+  const build = (extra: string[]) =>
+    spawnSync(cc, ['-O2', '-Wall', '-o', LOADGEN_BIN, LOADGEN_SRC, ...extra], { encoding: 'utf8' });
+  let r = build(['-lz']);
+  if (r.status !== 0) {
+    const withZlib = r.stderr;
+    r = build(['-DLOADGEN_NO_ZLIB']);
+    if (r.status !== 0) throw new Error(`building the load generator failed:\n${withZlib}\n${r.stderr}${r.error ?? ''}`);
+    process.stderr.write('note: the load generator was built without zlib; permessage-deflate scenarios will fail\n');
+  }
   return LOADGEN_BIN;
 }
 
@@ -106,12 +115,27 @@ export interface RunningPeer {
   stop(): Promise<void>;
 }
 
+/** How a peer is started beyond its scenario. */
+export interface PeerOptions {
+  /**
+   * Turn on the peer's permessage-deflate (`BENCH_DEFLATE=1`, see
+   * `bench/peers/common.ts`); its ready line must then say `perMessageDeflate: true`.
+   */
+  deflate?: boolean;
+}
+
 /** Starts `peer` for `scenario` and resolves once it prints its ready line. */
-export function startPeer(peer: Peer, scenario: 'echo' | 'broadcast', cpu: number | null): Promise<RunningPeer> {
+export function startPeer(
+  peer: Peer,
+  scenario: 'echo' | 'broadcast',
+  cpu: number | null,
+  options: PeerOptions = {},
+): Promise<RunningPeer> {
   const [cmd, ...args] = wrapped([...peer.command, scenario, '--port', '0'], cpu);
+  const expect = { ...peer.expect, ...(options.deflate ? { perMessageDeflate: true } : {}) };
   const child = spawn(cmd!, args, {
     cwd: ROOT,
-    env: { ...process.env, ...peer.env },
+    env: { ...process.env, ...peer.env, ...(options.deflate ? { BENCH_DEFLATE: '1' } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -135,7 +159,7 @@ export function startPeer(peer: Peer, scenario: 'echo' | 'broadcast', cpu: numbe
         reject(new Error(`${peer.label}: unexpected output: ${line}`));
         return;
       }
-      for (const [key, value] of Object.entries(peer.expect ?? {})) {
+      for (const [key, value] of Object.entries(expect)) {
         if (info[key] !== value) {
           child.kill('SIGKILL');
           reject(new Error(`${peer.label}: expected ${key}=${String(value)}, the server says ${String(info[key])}`));
@@ -183,6 +207,17 @@ export interface LoadResult {
   protocol_errors?: number;
   closed?: number;
   opened?: number;
+  /** --deflate: receivers that negotiated permessage-deflate. */
+  deflate_conns?: number;
+  /** Messages received with RSV1 set (compressed) and without. */
+  compressed_messages?: number;
+  plain_messages?: number;
+  /** Frame bytes on the wire (headers included) per payload byte delivered. */
+  wire_per_payload?: number;
+  /** Compressed messages inflated, and those byte-identical to one already inflated and verified. */
+  inflated?: number;
+  inflate_cache_hits?: number;
+  total_messages?: number;
   failed?: number;
   cpu_pct: number;
   error: string | null;
@@ -204,6 +239,14 @@ export interface LoadOptions {
   hold?: number;
   sources?: number;
   timeout?: number;
+  /** Offer permessage-deflate on receivers and echo connections. */
+  deflate?: boolean;
+  /** The offer, when not the default (no context takeover either way). */
+  deflateOffer?: string;
+  /** Broadcast payload: `size` bytes of JSON text instead of the hex + pattern layout. */
+  json?: boolean;
+  /** false: inflate every compressed message, even one byte-identical to a verified one (see loadgen.c). */
+  inflateCache?: boolean;
 }
 
 function loadArgs(o: LoadOptions): string[] {
@@ -221,6 +264,10 @@ function loadArgs(o: LoadOptions): string[] {
   num('--sources', o.sources);
   num('--timeout', o.timeout);
   if (o.text) a.push('--text');
+  if (o.json) a.push('--json');
+  if (o.inflateCache === false) a.push('--no-inflate-cache');
+  if (o.deflateOffer !== undefined) a.push('--deflate-offer', o.deflateOffer);
+  else if (o.deflate) a.push('--deflate');
   return a;
 }
 
@@ -262,6 +309,15 @@ export function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]);
+}
+
+/** A process's resident set now and at its peak (VmHWM), in KiB, from /proc (Linux). */
+export function memoryKiB(pid: number): { rss_kib: number; hwm_kib: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rss = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  const hwm = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
+  if (!rss || !hwm) throw new Error(`no VmRSS / VmHWM for pid ${pid}`);
+  return { rss_kib: Number(rss[1]), hwm_kib: Number(hwm[1]) };
 }
 
 /** Result of a connect run: handshake rate and the server's RSS growth. */

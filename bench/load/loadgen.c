@@ -21,11 +21,39 @@
  *              connections until stdin is closed (or --hold seconds pass), so
  *              the runner can read the server's RSS.
  *
+ * Options for compression (RFC 7692):
+ *   --deflate  receivers and echo connections offer permessage-deflate
+ *              (--deflate-offer sets the offer; by default
+ *              "permessage-deflate; client_no_context_takeover;
+ *              server_no_context_takeover"). A server that declines fails the
+ *              run. Messages with RSV1 are inflated (raw inflate after
+ *              appending 00 00 ff ff), with a fresh context per message when
+ *              the server agreed to server_no_context_takeover and a context
+ *              kept per connection otherwise, then checked as usual. The
+ *              sender never offers it: client-to-server compression is not
+ *              what is measured. The JSON line reports how many messages came
+ *              compressed and the wire bytes (frame headers included) per
+ *              payload byte.
+ *              Without context takeover, inflating is a pure function of the
+ *              compressed bytes, so a receiver whose compressed frame for seq
+ *              is byte-identical to one already inflated and verified for seq
+ *              reuses that result (a memcmp instead of an inflate; counted as
+ *              inflate_cache_hits, off with --no-inflate-cache): the load
+ *              generator would otherwise spend more CPU inflating a shared
+ *              broadcast than the server spends compressing it.
+ *   --json     (broadcast) the payload is --size bytes of JSON text, a
+ *              realistic, compressible document:
+ *              {"seq":"<16 hex>","t":"<16 hex>","items":[{"id":..,"name":..,
+ *              "price":..,"qty":..,"tags":[..]},..],"note":"..."}
+ *              built per message from seq; each delivery is compared byte for
+ *              byte with the message the sender sent.
+ *
  * CPU use of this process (getrusage user+sys over wall time of the measured
  * phase) is reported so the runner can show that the load generator was not
  * the bottleneck. Only loopback addresses are accepted.
  *
- * Build: cc -O2 -o bench/load/bin/loadgen bench/load/loadgen.c
+ * Build: cc -O2 -o bench/load/bin/loadgen bench/load/loadgen.c -lz
+ * (without zlib: add -DLOADGEN_NO_ZLIB and drop -lz; --deflate is then refused)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -46,6 +74,16 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#if !defined(LOADGEN_NO_ZLIB) && defined(__has_include)
+#if __has_include(<zlib.h>)
+#include <zlib.h>
+#define HAVE_ZLIB 1
+#endif
+#endif
+#ifndef HAVE_ZLIB
+#define HAVE_ZLIB 0
+#endif
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -227,13 +265,19 @@ static struct {
   double hold;      /* connect: max seconds to hold idle connections */
   int sources;      /* bind to 127.0.0.1 .. 127.0.0.N round robin */
   double timeout;   /* hard cap on the whole run */
-} opt = {MODE_ECHO, "127.0.0.1", 0, NULL, 100, 1, 16, 32, 0, 5, 1, 200, 30, 1, 120};
+  int deflate;      /* offer permessage-deflate (not on the broadcast sender) */
+  const char *deflate_offer;
+  int inflate_cache;
+  int json;         /* broadcast payload is JSON text */
+} opt = {MODE_ECHO, "127.0.0.1", 0, NULL, 100, 1, 16, 32, 0, 5, 1, 200, 30, 1, 120, 0,
+         "permessage-deflate; client_no_context_takeover; server_no_context_takeover", 1, 0};
 
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --mode echo|broadcast|connect --port N [--host 127.0.0.1] [--path /]\n"
           "  [--conns C] [--depth D] [--window W] [--size S] [--text|--binary]\n"
-          "  [--duration s] [--warmup s] [--concurrency K] [--hold s] [--sources N] [--timeout s]\n");
+          "  [--duration s] [--warmup s] [--concurrency K] [--hold s] [--sources N] [--timeout s]\n"
+          "  [--deflate] [--deflate-offer 'permessage-deflate; ...'] [--no-inflate-cache] [--json]\n");
   exit(2);
 }
 
@@ -264,6 +308,14 @@ typedef struct conn {
   uint64_t *sent_at; /* ring of depth entries */
   /* broadcast receiver */
   uint64_t expect;
+  /* permessage-deflate */
+  int deflate;       /* negotiated */
+  int z_reset;       /* server_no_context_takeover: a fresh context per message */
+  int msg_rsv1;      /* the message being assembled is compressed */
+  size_t msg_wire;   /* its frame bytes so far */
+#if HAVE_ZLIB
+  z_stream *zs;      /* this connection's context, with context takeover only */
+#endif
 } conn_t;
 
 static int epfd;
@@ -272,6 +324,9 @@ static int nconns;      /* including the sender in broadcast mode */
 static int nopen, nfailed, nclosed_unexpected;
 static uint64_t mismatches, protocol_errors, lost, reordered, pings;
 static uint64_t measured_msgs, total_msgs;
+/* permessage-deflate: what receivers got (all phases, the sender excluded) */
+static uint64_t z_compressed, z_plain, z_wire, z_payload, z_inflated, z_cache_hits;
+static int deflate_conns;
 static int measuring;
 static int stop_sending;
 static char errbuf[256];
@@ -486,6 +541,50 @@ static uint32_t *b_remaining; /* receivers still missing seq, ring of window */
 static uint64_t *b_sent_at;   /* ring of window */
 static int nreceivers;
 static uint64_t last_progress;
+static uint8_t *b_msg; /* --json: ring of window messages as sent, size + 1 bytes each */
+
+static inline uint8_t *json_slot(uint64_t seq) { return b_msg + (size_t)(seq % (uint64_t)opt.window) * (opt.size + 1); }
+
+/* A JSON document of exactly `size` bytes (size >= 64) for seq: a product
+ * feed page, the kind of text that permessage-deflate is turned on for. The
+ * items vary with seq so consecutive messages differ. */
+static void build_json(uint8_t *out, size_t size, uint64_t seq, uint64_t ts) {
+  static const char *names[] = {"Espresso machine", "Trail running shoes", "Noise-cancelling headphones",
+                                "Cast iron skillet", "Mechanical keyboard", "Yoga mat", "Desk lamp",
+                                "Insulated water bottle", "Backpack 30L", "Wireless mouse", "Chef knife",
+                                "Rain jacket"};
+  static const char *tags[] = {"kitchen", "outdoor", "audio", "office", "sale", "new", "eco", "bestseller"};
+  static const char tail_note[] = "prices include VAT; shipping is calculated at checkout. ";
+  static const char close_s[] = "],\"note\":\"\"}";
+  char *o = (char *)out;
+  size_t n = (size_t)snprintf(o, size + 1, "{\"seq\":\"%016" PRIx64 "\",\"t\":\"%016" PRIx64 "\",\"items\":[", seq, ts);
+  uint64_t h = seq * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  char item[256];
+  for (unsigned i = 0;; i++) {
+    h ^= h >> 31; h *= 0xBF58476D1CE4E5B9ull; h ^= h >> 29;
+    int il = snprintf(item, sizeof item,
+                      "%s{\"id\":%" PRIu64 ",\"name\":\"%s\",\"price\":%u.%02u,\"qty\":%u,\"tags\":[\"%s\",\"%s\"]}",
+                      i ? "," : "", seq * 16 + i, names[h % 12], (unsigned)((h >> 8) % 500), (unsigned)((h >> 20) % 100),
+                      (unsigned)((h >> 28) % 20 + 1), tags[(h >> 36) % 8], tags[(h >> 40) % 8]);
+    if (n + (size_t)il + sizeof close_s - 1 > size) break;
+    memcpy(o + n, item, (size_t)il);
+    n += (size_t)il;
+  }
+  memcpy(o + n, "],\"note\":\"", 10);
+  n += 10;
+  for (size_t k = 0; n < size - 2; n++, k++) o[n] = tail_note[k % (sizeof tail_note - 1)];
+  o[n++] = '"';
+  o[n++] = '}';
+}
+
+/* Where seq and the send time are: fixed offsets in both layouts. */
+static int parse_seq_ts(const uint8_t *p, size_t n, uint64_t *seq, uint64_t *ts) {
+  if (opt.json) {
+    return n >= 64 && memcmp(p, "{\"seq\":\"", 8) == 0 && parse_hex16(p + 8, seq) &&
+           memcmp(p + 24, "\",\"t\":\"", 7) == 0 && parse_hex16(p + 31, ts);
+  }
+  return n >= 32 && parse_hex16(p, seq) && parse_hex16(p + 16, ts);
+}
 
 static void broadcast_pump(uint64_t now) {
   if (!sender || sender->state != ST_OPEN || stop_sending) return;
@@ -494,7 +593,13 @@ static void broadcast_pump(uint64_t now) {
     size_t slot = (size_t)(b_next % (uint64_t)opt.window);
     b_remaining[slot] = (uint32_t)nreceivers;
     b_sent_at[slot] = now;
-    send_message(sender, b_next, now);
+    if (opt.json) {
+      uint8_t *m = json_slot(b_next);
+      build_json(m, opt.size, b_next, now);
+      send_frame(sender, 1, m, opt.size, NULL, 0, NULL, 0);
+    } else {
+      send_message(sender, b_next, now);
+    }
     b_next++;
     sent = 1;
   }
@@ -512,7 +617,7 @@ static void broadcast_settle(uint64_t seq) {
 
 static void on_broadcast(conn_t *c, const uint8_t *p, size_t n, uint64_t now) {
   uint64_t seq, ts;
-  if (n < 32 || !parse_hex16(p, &seq) || !parse_hex16(p + 16, &ts)) { mismatches++; return; }
+  if (!parse_seq_ts(p, n, &seq, &ts)) { mismatches++; return; }
   if (seq >= b_next) { mismatches++; return; }
   if (seq < c->expect) { reordered++; return; }
   if (seq > c->expect) {
@@ -522,7 +627,8 @@ static void on_broadcast(conn_t *c, const uint8_t *p, size_t n, uint64_t now) {
   }
   c->expect = seq + 1;
   if (seq >= b_head && b_sent_at[seq % (uint64_t)opt.window] != ts) mismatches++;
-  else if (!check_message(p, n, seq, ts)) mismatches++;
+  else if (opt.json ? seq < b_head || n != opt.size || memcmp(p, json_slot(seq), n) != 0 : !check_message(p, n, seq, ts))
+    mismatches++;
   total_msgs++;
   if (measuring) { measured_msgs++; hist_add(now - ts); }
   last_progress = now;
@@ -560,6 +666,117 @@ static void on_message(conn_t *c, int opcode, const uint8_t *p, size_t n, uint64
   }
 }
 
+/* ------------------------------------------------------------ inflating */
+
+#if HAVE_ZLIB
+static z_stream z_fresh; /* shared by every connection without context takeover */
+static int z_fresh_ready;
+static uint8_t *zout;    /* opt.size + 1 bytes: anything longer is a mismatch anyway */
+
+/* The inflate cache, one entry per window slot: the compressed bytes of seq
+ * that inflated to a payload verified for seq, and that payload. */
+static uint64_t *zc_seq;
+static uint8_t **zc_comp, **zc_plain;
+static size_t *zc_clen, *zc_plen, *zc_ccap;
+
+/* RFC 7692 7.2.2: append 00 00 ff ff to the message's payload and inflate
+ * it raw. Returns 0 on corrupt data; a message longer than opt.size is cut
+ * at opt.size + 1 bytes, which no check accepts. */
+static int inflate_message(conn_t *c, const uint8_t *p, size_t n, size_t *out_len) {
+  static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+  z_stream *z;
+  if (c->z_reset) {
+    z = &z_fresh;
+    if (!z_fresh_ready) {
+      if (inflateInit2(z, -15) != Z_OK) die("inflateInit2 failed");
+      z_fresh_ready = 1;
+    } else if (inflateReset(z) != Z_OK) die("inflateReset failed");
+  } else {
+    if (!c->zs) {
+      c->zs = calloc(1, sizeof(z_stream));
+      if (!c->zs || inflateInit2(c->zs, -15) != Z_OK) die("inflateInit2 failed");
+    }
+    z = c->zs;
+  }
+  size_t cap = opt.size + 1;
+  z->next_out = zout;
+  z->avail_out = (uInt)cap;
+  int ended = 0;
+  for (int part = 0; part < 2 && !ended && z->avail_out; part++) {
+    z->next_in = (Bytef *)(uintptr_t)(part ? tail : p);
+    z->avail_in = (uInt)(part ? sizeof tail : n);
+    while (z->avail_in && z->avail_out) {
+      int r = inflate(z, Z_SYNC_FLUSH);
+      if (r == Z_STREAM_END) {
+        /* a final block (BFINAL): the context ends with this message */
+        ended = 1;
+        if (!c->z_reset) inflateReset(z);
+        break;
+      }
+      if (r == Z_BUF_ERROR) break;
+      if (r != Z_OK) {
+        snprintf(errbuf, sizeof errbuf, "inflate: %s", z->msg ? z->msg : "corrupt data");
+        return 0;
+      }
+    }
+  }
+  *out_len = cap - z->avail_out;
+  return 1;
+}
+#endif
+
+/* A whole data message arrived (wire = its frame bytes, headers included).
+ * Returns 0 if the connection was closed. */
+static int deliver(conn_t *c, int opcode, int rsv1, const uint8_t *p, size_t n, size_t wire, uint64_t now) {
+  if (c->role == ROLE_SEND || c->role == ROLE_IDLE) return 1; /* they ignore what they get */
+  z_wire += wire;
+  if (!rsv1) {
+    z_plain++;
+    z_payload += n;
+    on_message(c, opcode, p, n, now);
+    return 1;
+  }
+  z_compressed++;
+#if HAVE_ZLIB
+  uint64_t seq = c->expect;
+  size_t slot = (size_t)(seq % (uint64_t)opt.window);
+  int cacheable = opt.inflate_cache && c->z_reset && c->role == ROLE_RECV && seq >= b_head && seq < b_next;
+  if (cacheable && zc_seq[slot] == seq && zc_clen[slot] == n && memcmp(zc_comp[slot], p, n) == 0) {
+    z_cache_hits++;
+    z_payload += zc_plen[slot];
+    on_message(c, opcode, zc_plain[slot], zc_plen[slot], now);
+    return 1;
+  }
+  size_t out_len;
+  if (!inflate_message(c, p, n, &out_len)) {
+    protocol_errors++;
+    conn_close(c, 1);
+    return 0;
+  }
+  z_inflated++;
+  z_payload += out_len;
+  uint64_t mm = mismatches, ls = lost, ro = reordered;
+  on_message(c, opcode, zout, out_len, now);
+  if (cacheable && mismatches == mm && lost == ls && reordered == ro && c->expect == seq + 1) {
+    if (zc_ccap[slot] < n) {
+      zc_comp[slot] = xrealloc(zc_comp[slot], n);
+      zc_ccap[slot] = n;
+    }
+    memcpy(zc_comp[slot], p, n);
+    memcpy(zc_plain[slot], zout, out_len);
+    zc_clen[slot] = n;
+    zc_plen[slot] = out_len;
+    zc_seq[slot] = seq;
+  }
+  return 1;
+#else
+  (void)opcode; (void)p; (void)n; (void)now;
+  protocol_errors++;
+  conn_close(c, 1);
+  return 0;
+#endif
+}
+
 /* Returns 0 if the connection was closed. */
 static int parse_frames(conn_t *c, uint64_t now) {
   buf_t *b = &c->in;
@@ -568,6 +785,7 @@ static int parse_frames(conn_t *c, uint64_t now) {
     const uint8_t *h = b->p + b->off;
     if (avail < 2) break;
     int fin = h[0] >> 7, rsv = (h[0] >> 4) & 7, opcode = h[0] & 15, masked = h[1] >> 7;
+    int rsv1 = rsv >> 2; /* RFC 7692: the message is compressed (only if negotiated) */
     uint64_t len = h[1] & 127;
     size_t hl = 2;
     if (len == 126) {
@@ -581,7 +799,7 @@ static int parse_frames(conn_t *c, uint64_t now) {
       hl = 10;
     }
     /* RFC 6455 5.1: a server MUST NOT mask any frames that it sends. */
-    if (masked || rsv || len > (1ull << 31)) {
+    if (masked || (rsv & 3) || (rsv1 && !c->deflate) || len > (1ull << 31)) {
       protocol_errors++;
       snprintf(errbuf, sizeof errbuf, "bad frame header from server");
       conn_close(c, 1);
@@ -594,7 +812,7 @@ static int parse_frames(conn_t *c, uint64_t now) {
     const uint8_t *pl = b->p + b->off + hl;
     b->off += hl + (size_t)len;
     if (opcode >= 8) {
-      if (!fin || len > 125) { protocol_errors++; conn_close(c, 1); return 0; }
+      if (!fin || len > 125 || rsv1) { protocol_errors++; conn_close(c, 1); return 0; }
       if (opcode == 9) { pings++; send_frame(c, 10, pl, (size_t)len, NULL, 0, NULL, 0); }
       else if (opcode == 8) {
         send_frame(c, 8, pl, len >= 2 ? 2 : 0, NULL, 0, NULL, 0);
@@ -607,12 +825,18 @@ static int parse_frames(conn_t *c, uint64_t now) {
       continue;
     }
     if (opcode == 0) {
-      if (!c->msg_opcode) { protocol_errors++; conn_close(c, 1); return 0; }
+      /* RFC 7692 6.1: RSV1 only on a message's first frame */
+      if (!c->msg_opcode || rsv1) { protocol_errors++; conn_close(c, 1); return 0; }
     } else if (opcode == 1 || opcode == 2) {
       if (c->msg_opcode) { protocol_errors++; conn_close(c, 1); return 0; }
-      if (fin) { on_message(c, opcode, pl, (size_t)len, now); continue; }
+      if (fin) {
+        if (!deliver(c, opcode, rsv1, pl, (size_t)len, hl + (size_t)len, now)) return 0;
+        continue;
+      }
       c->msg_opcode = opcode;
       c->msg_len = 0;
+      c->msg_rsv1 = rsv1;
+      c->msg_wire = 0;
     } else { protocol_errors++; conn_close(c, 1); return 0; }
     /* fragment of a message: assemble */
     if (c->msg_len + len > c->msg_cap) {
@@ -621,10 +845,11 @@ static int parse_frames(conn_t *c, uint64_t now) {
     }
     memcpy(c->msg + c->msg_len, pl, (size_t)len);
     c->msg_len += (size_t)len;
+    c->msg_wire += hl + (size_t)len;
     if (fin) {
       int op = c->msg_opcode;
       c->msg_opcode = 0;
-      on_message(c, op, c->msg, c->msg_len, now);
+      if (!deliver(c, op, c->msg_rsv1, c->msg, c->msg_len, c->msg_wire, now)) return 0;
     }
   }
   if (b->off == b->len) b->off = b->len = 0;
@@ -658,6 +883,70 @@ static int hdr_has(const char *head, const char *name, const char *value, int to
   return 0;
 }
 
+/* The value of header `name` in a response head, or NULL. */
+static const char *hdr_value(const char *head, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  const char *p = strstr(head, "\r\n");
+  while (p && p[2] != '\r') {
+    const char *line = p + 2;
+    const char *eol = strstr(line, "\r\n");
+    if (!eol) return NULL;
+    if ((size_t)(eol - line) > nl && strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+      const char *v = line + nl + 1;
+      while (*v == ' ' || *v == '\t') v++;
+      size_t vl = (size_t)(eol - v);
+      while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+      *len = vl;
+      return v;
+    }
+    p = eol;
+  }
+  return NULL;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) s[--n] = 0;
+  return s;
+}
+
+/* RFC 7692 7.1: the server's answer to our one offer. It must name
+ * permessage-deflate once, with known parameters, each at most once, window
+ * bits 8..15 (quoted or not), and client_max_window_bits only if offered. */
+static int accept_deflate(conn_t *c, const char *v, size_t vl) {
+  char buf[512];
+  if (vl >= sizeof buf || memchr(v, ',', vl)) return 0;
+  memcpy(buf, v, vl);
+  buf[vl] = 0;
+  char *save = NULL;
+  char *tok = strtok_r(buf, ";", &save);
+  if (!tok || strcasecmp(trim(tok), "permessage-deflate") != 0) return 0;
+  int seen[4] = {0, 0, 0, 0};
+  static const char *names[] = {"server_no_context_takeover", "client_no_context_takeover", "server_max_window_bits",
+                                "client_max_window_bits"};
+  while ((tok = strtok_r(NULL, ";", &save))) {
+    char *name = trim(tok), *val = strchr(name, '=');
+    if (val) { *val++ = 0; name = trim(name); val = trim(val); }
+    int k = 0;
+    while (k < 4 && strcasecmp(name, names[k]) != 0) k++;
+    if (k == 4 || seen[k]++) return 0;
+    if (k < 2) {
+      if (val) return 0;
+      if (k == 0) c->z_reset = 1;
+      continue;
+    }
+    if (!val) return 0;
+    size_t l = strlen(val);
+    if (l >= 2 && val[0] == '"' && val[l - 1] == '"') { val[l - 1] = 0; val++; }
+    char *end;
+    long bits = strtol(val, &end, 10);
+    if (*end || end == val || bits < 8 || bits > 15) return 0;
+    if (k == 3 && !strstr(opt.deflate_offer, "client_max_window_bits")) return 0;
+  }
+  return 1;
+}
+
 static void send_handshake(conn_t *c) {
   uint8_t raw[16];
   for (int i = 0; i < 16; i += 8) { uint64_t r = rng_next(); memcpy(raw + i, &r, 8); }
@@ -667,11 +956,14 @@ static void send_handshake(conn_t *c) {
                      : c->role == ROLE_SEND ? "/send"
                      : c->role == ROLE_RECV ? "/recv"
                                             : "/echo";
-  char req[512];
+  char req[1024];
+  int offer = opt.deflate && c->role != ROLE_SEND;
   int n = snprintf(req, sizeof req,
                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                   path, opt.host, opt.port, c->key);
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s%s%s\r\n",
+                   path, opt.host, opt.port, c->key, offer ? "Sec-WebSocket-Extensions: " : "",
+                   offer ? opt.deflate_offer : "", offer ? "\r\n" : "");
+  if (n < 0 || (size_t)n >= sizeof req) die("handshake request too long");
   buf_reserve(&c->out, (size_t)n);
   memcpy(c->out.p + c->out.len, req, (size_t)n);
   c->out.len += (size_t)n;
@@ -700,6 +992,30 @@ static int read_handshake(conn_t *c, uint64_t now) {
     protocol_errors++;
     conn_close(c, 0);
     return 0;
+  }
+  size_t el = 0;
+  const char *ext = hdr_value(head, "Sec-WebSocket-Extensions", &el);
+  int offered = opt.deflate && c->role != ROLE_SEND;
+  if (ext && el && !offered) {
+    snprintf(errbuf, sizeof errbuf, "server answered an extension that was not offered");
+    protocol_errors++;
+    conn_close(c, 0);
+    return 0;
+  }
+  if (offered) {
+    if (!ext || !el) {
+      snprintf(errbuf, sizeof errbuf, "server declined permessage-deflate");
+      conn_close(c, 0);
+      return 0;
+    }
+    if (!accept_deflate(c, ext, el)) {
+      snprintf(errbuf, sizeof errbuf, "bad Sec-WebSocket-Extensions answer: %.*s", (int)(el > 120 ? 120 : el), ext);
+      protocol_errors++;
+      conn_close(c, 0);
+      return 0;
+    }
+    c->deflate = 1;
+    deflate_conns++;
   }
   b->off = (size_t)(end + 4 - (char *)b->p);
   c->state = ST_OPEN;
@@ -915,6 +1231,10 @@ int main(int argc, char **argv) {
     else if (ARG("--hold")) opt.hold = parse_num(v);
     else if (ARG("--sources")) opt.sources = (int)parse_num(v);
     else if (ARG("--timeout")) opt.timeout = parse_num(v);
+    else if (ARG("--deflate-offer")) { opt.deflate = 1; opt.deflate_offer = v; }
+    else if (!strcmp(a, "--deflate")) opt.deflate = 1;
+    else if (!strcmp(a, "--no-inflate-cache")) opt.inflate_cache = 0;
+    else if (!strcmp(a, "--json")) opt.json = opt.text = 1;
     else if (!strcmp(a, "--text")) opt.text = 1;
     else if (!strcmp(a, "--binary")) opt.text = 0;
     else usage();
@@ -927,6 +1247,11 @@ int main(int argc, char **argv) {
     die("option out of range");
   if (opt.mode == MODE_ECHO && opt.size < 16) die("echo needs --size >= 16 (sequence number)");
   if (opt.mode == MODE_BROADCAST && opt.size < 32) die("broadcast needs --size >= 32 (sequence + time)");
+  if (opt.json && (opt.mode != MODE_BROADCAST || opt.size < 64)) die("--json is for broadcast with --size >= 64");
+  if (opt.deflate && !HAVE_ZLIB)
+    die("built without zlib: --deflate needs zlib.h (Debian: apt-get install zlib1g-dev) and -lz");
+  if (opt.deflate && strncasecmp(opt.deflate_offer, "permessage-deflate", 18) != 0)
+    die("--deflate-offer must start with permessage-deflate");
   if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("--host must be an IPv4 address");
   if ((ntohl(server_addr.sin_addr.s_addr) >> 24) != 127) die("--host must be a loopback address");
   server_addr.sin_family = AF_INET;
@@ -959,7 +1284,23 @@ int main(int argc, char **argv) {
     nreceivers = opt.conns;
     b_remaining = calloc((size_t)opt.window, sizeof(uint32_t));
     b_sent_at = calloc((size_t)opt.window, sizeof(uint64_t));
+    if (opt.json) b_msg = xmalloc((size_t)opt.window * (opt.size + 1));
   }
+#if HAVE_ZLIB
+  if (opt.deflate) {
+    size_t w = (size_t)opt.window;
+    zout = xmalloc(opt.size + 1);
+    zc_seq = xmalloc(w * sizeof *zc_seq);
+    for (size_t i = 0; i < w; i++) zc_seq[i] = UINT64_MAX;
+    zc_comp = calloc(w, sizeof *zc_comp);
+    zc_plain = calloc(w, sizeof *zc_plain);
+    zc_clen = calloc(w, sizeof *zc_clen);
+    zc_plen = calloc(w, sizeof *zc_plen);
+    zc_ccap = calloc(w, sizeof *zc_ccap);
+    if (!zc_comp || !zc_plain || !zc_clen || !zc_plen || !zc_ccap) die("out of memory");
+    for (size_t i = 0; i < w; i++) zc_plain[i] = xmalloc(opt.size + 1);
+  }
+#endif
 
   const char *mode_name = opt.mode == MODE_ECHO ? "echo" : opt.mode == MODE_BROADCAST ? "broadcast" : "connect";
   uint64_t t_start = now_ns();
@@ -1073,13 +1414,17 @@ int main(int argc, char **argv) {
          "\"seconds\":%.4f,\"messages\":%" PRIu64 ",\"rate\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
          "\"max_us\":%.2f,\"total_messages\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"mismatches\":%" PRIu64
          ",\"lost\":%" PRIu64 ",\"reordered\":%" PRIu64 ",\"undelivered\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
-         ",\"closed\":%d,\"pings\":%" PRIu64 ",\"connect_s\":%.3f,\"cpu_pct\":%.1f,\"error\":%s%s%s}\n",
+         ",\"closed\":%d,\"pings\":%" PRIu64 ",\"connect_s\":%.3f,\"cpu_pct\":%.1f,\"json\":%s,\"deflate\":%s,"
+         "\"deflate_conns\":%d,\"compressed_messages\":%" PRIu64 ",\"plain_messages\":%" PRIu64
+         ",\"wire_bytes\":%" PRIu64 ",\"payload_bytes\":%" PRIu64 ",\"wire_per_payload\":%.4f,\"inflated\":%" PRIu64
+         ",\"inflate_cache_hits\":%" PRIu64 ",\"error\":%s%s%s}\n",
          mode_name, opt.conns, opt.mode == MODE_ECHO ? opt.depth : 0, opt.mode == MODE_BROADCAST ? opt.window : 0,
          opt.size, opt.text ? "true" : "false", secs, measured_msgs, rate, hist_pct(0.50), hist_pct(0.99),
          hist_pct(1.0), total_msgs, opt.mode == MODE_BROADCAST ? b_next : 0, mismatches, lost, reordered,
          undelivered, protocol_errors, nclosed_unexpected, pings, (double)open_ns / 1e9,
-         100.0 * cpu_m / (secs > 0 ? secs : 1), errbuf[0] ? "\"" : "", errbuf[0] ? errbuf : "null",
-         errbuf[0] ? "\"" : "");
+         100.0 * cpu_m / (secs > 0 ? secs : 1), opt.json ? "true" : "false", opt.deflate ? "true" : "false",
+         deflate_conns, z_compressed, z_plain, z_wire, z_payload, z_payload ? (double)z_wire / (double)z_payload : 0.0,
+         z_inflated, z_cache_hits, errbuf[0] ? "\"" : "", errbuf[0] ? errbuf : "null", errbuf[0] ? "\"" : "");
   fflush(stdout);
   int ok = !mismatches && !lost && !reordered && !protocol_errors && !nclosed_unexpected && !stalled && !undelivered;
   return ok ? 0 : 1;
