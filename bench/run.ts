@@ -10,7 +10,8 @@
  *                          prints the table, writes under bench/results/tmp/
  *
  * Flags: --quick, --repeats N, --duration S, --warmup S, --window W,
- * --peers id,id, --only substring (scenario ids), --out DIR.
+ * --peers id,id, --only substring (scenario ids; `--only deflate` runs the
+ * permessage-deflate broadcast row alone), --out DIR.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -20,6 +21,7 @@ import {
   ROOT,
   buildLoadgen,
   canPin,
+  memoryKiB,
   runConnect,
   runLoad,
   startPeer,
@@ -40,6 +42,8 @@ interface Row {
 interface Scenario {
   id: string;
   server: 'echo' | 'broadcast';
+  /** The peer runs with its permessage-deflate on (and the load generator offers it). */
+  deflate?: boolean;
   load: Omit<LoadOptions, 'port'>;
   rows: Row[];
 }
@@ -127,6 +131,25 @@ function scenarios(s: Settings): Scenario[] {
       });
     }
   }
+  // Issue 6: a compressible 1 KiB JSON document to 1,000 receivers that all
+  // negotiated permessage-deflate (no context takeover either way, the
+  // offer most servers answer with shared compression); every delivery must
+  // arrive compressed (RSV1) and is inflated and checked byte for byte.
+  list.push({
+    id: 'broadcast-deflate-1000-1024',
+    server: 'broadcast',
+    deflate: true,
+    load: { mode: 'broadcast', conns: 1000, window: s.window, size: KiB, json: true, deflate: true, ...timing, sources: 1 },
+    rows: [
+      {
+        id: 'broadcast-deflate-1000-1024',
+        title: `broadcast 1,000 receivers, 1 KiB JSON, permessage-deflate, window ${s.window}`,
+        metric: 'rate',
+        unit: 'deliveries/s',
+        higherIsBetter: true,
+      },
+    ],
+  });
   list.push({
     id: 'connect-10000',
     server: 'echo',
@@ -151,6 +174,13 @@ function faults(r: LoadResult): string | null {
     if (typeof v === 'number' && v > 0) bad.push(`${key} ${v}`);
   }
   if (r.mode === 'connect' && r.opened !== r.conns) bad.push(`opened ${r.opened ?? 0} of ${r.conns}`);
+  if (r.deflate === true) {
+    // The row measures compressed delivery: a peer that negotiates and then
+    // sends plain frames is not measured by it.
+    if ((r.deflate_conns ?? 0) < r.conns) bad.push(`deflate negotiated on ${r.deflate_conns ?? 0} of ${r.conns}`);
+    if (!r.compressed_messages) bad.push('no compressed (RSV1) message');
+    if (r.plain_messages) bad.push(`${r.plain_messages} messages not compressed`);
+  }
   return bad.length ? bad.join(', ') : null;
 }
 
@@ -163,16 +193,29 @@ const median = (xs: readonly number[]): number => {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+function serverMemory(pid: number): { server_rss_kib?: number; server_hwm_kib?: number } {
+  try {
+    const m = memoryKiB(pid);
+    return { server_rss_kib: m.rss_kib, server_hwm_kib: m.hwm_kib };
+  } catch {
+    return {}; // the server is gone (its failure is reported by the run) or this is not Linux
+  }
+}
+
 async function runOnce(peer: Peer, sc: Scenario, pin: boolean): Promise<Outcome> {
   let server;
   try {
-    server = await startPeer(peer, sc.server, pin ? 0 : null);
+    server = await startPeer(peer, sc.server, pin ? 0 : null, { deflate: sc.deflate === true });
   } catch (e) {
     return { ok: false, error: (e as Error).message.split('\n')[0]! };
   }
   try {
     const load = { ...sc.load, port: server.port };
-    const result = sc.load.mode === 'connect' ? await runConnect(load, server, pin ? 1 : null) : await runLoad(load, pin ? 1 : null);
+    const result =
+      sc.load.mode === 'connect'
+        ? await runConnect(load, server, pin ? 1 : null)
+        : // The server's memory right after the traffic, and its peak.
+          { ...(await runLoad(load, pin ? 1 : null)), ...serverMemory(server.pid) };
     const fault = faults(result);
     return fault ? { ok: false, error: fault, result } : { ok: true, result };
   } catch (e) {
@@ -228,7 +271,19 @@ interface Cell {
   scenario: string;
   byPeer: Record<
     string,
-    { median: number; values: (number | null)[]; p50: number; p99: number; cpuMax: number; errors: string[] }
+    {
+      median: number;
+      values: (number | null)[];
+      p50: number;
+      p99: number;
+      cpuMax: number;
+      errors: string[];
+      /** Frame bytes per payload byte received (1.00 plus headers when nothing is compressed). */
+      wirePerPayload: number;
+      /** Server RSS right after the traffic and its peak, KiB (echo and broadcast runs). */
+      rssKiB: number;
+      hwmKiB: number;
+    }
   >;
   ratios: Record<string, { vsWs: number; vsUws: number }>;
 }
@@ -267,6 +322,9 @@ function buildCells(list: Scenario[], peers: Peer[], outcomes: Record<string, Re
           p99: median(ok.map((o) => o.result.p99_us ?? NaN).filter(Number.isFinite)),
           cpuMax: Math.max(0, ...runs.map((o) => (o.result ? o.result.cpu_pct : 0))),
           errors: runs.flatMap((o) => (o.ok ? [] : [o.error])),
+          wirePerPayload: median(ok.map((o) => o.result.wire_per_payload ?? NaN).filter((v) => Number.isFinite(v) && v > 0)),
+          rssKiB: median(ok.map((o) => Number(o.result.server_rss_kib ?? NaN)).filter(Number.isFinite)),
+          hwmKiB: median(ok.map((o) => Number(o.result.server_hwm_kib ?? NaN)).filter(Number.isFinite)),
         };
       }
       const ratios: Cell['ratios'] = {};
@@ -290,6 +348,7 @@ function fmt(v: number, unit: string): string {
   if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
   return v.toFixed(0);
 }
+const fmtMiB = (kib: number): string => (Number.isFinite(kib) ? `${(kib / 1024).toFixed(0)} MiB` : '');
 const fmtRatio = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}x` : 'n/a');
 const fmtUs = (us: number): string =>
   !Number.isFinite(us) ? 'n/a' : us >= 1000 ? `${(us / 1000).toFixed(us >= 1e4 ? 0 : 1)} ms` : `${us.toFixed(0)} µs`;
@@ -313,8 +372,8 @@ function summaryTable(cells: Cell[], peers: Peer[]): string {
 }
 
 function detailTable(cells: Cell[], peers: Peer[]): string {
-  const head = ['scenario', 'peer', 'median', 'runs', 'p50', 'p99', 'vs ws', 'vs uWS', 'loadgen CPU', 'problems'];
-  const lines = [`| ${head.join(' | ')} |`, `|---|---|${'---:|'.repeat(7)}---|`];
+  const head = ['scenario', 'peer', 'median', 'runs', 'p50', 'p99', 'vs ws', 'vs uWS', 'loadgen CPU', 'wire / payload', 'server RSS end (peak)', 'problems'];
+  const lines = [`| ${head.join(' | ')} |`, `|---|---|${'---:|'.repeat(9)}---|`];
   for (const c of cells) {
     for (const p of peers) {
       const b = c.byPeer[p.id]!;
@@ -325,6 +384,8 @@ function detailTable(cells: Cell[], peers: Peer[]): string {
           latency ? fmtUs(b.p50) : ''
         } | ${latency ? fmtUs(b.p99) : ''} | ${fmtRatio(r.vsWs)} | ${fmtRatio(r.vsUws)} | ${
           c.row.metric === 'kib_per_conn' ? '' : `${b.cpuMax.toFixed(0)}%`
+        } | ${Number.isFinite(b.wirePerPayload) ? b.wirePerPayload.toFixed(3) : ''} | ${fmtMiB(b.rssKiB)}${
+          Number.isFinite(b.hwmKiB) ? ` (${fmtMiB(b.hwmKiB)})` : ''
         } | ${[...new Set(b.errors)].join('; ').replaceAll('|', '/')} |`,
       );
     }
@@ -415,7 +476,9 @@ async function main(): Promise<void> {
         const v = metricOf(main, o);
         process.stderr.write(
           `[${done}/${total}] ${sc.id} ${peer.label}: ${v === null ? 'FAILED' : fmt(v, main.unit) + ' ' + main.unit}` +
-            `${o.result ? `, loadgen CPU ${o.result.cpu_pct.toFixed(0)}%` : ''}${o.ok ? '' : ` (${o.error})`}\n`,
+            `${o.result ? `, loadgen CPU ${o.result.cpu_pct.toFixed(0)}%` : ''}` +
+            `${sc.deflate && o.result?.wire_per_payload ? `, wire/payload ${o.result.wire_per_payload.toFixed(3)}` : ''}` +
+            `${o.ok ? '' : ` (${o.error})`}\n`,
         );
         // Give the kernel a moment to retire the sockets of the last run.
         await sleep(200);
@@ -436,6 +499,11 @@ async function main(): Promise<void> {
       .map((x) => x.toFixed(2))
       .join(',')} at end.`,
     'Ratios are taken repeat by repeat against the ws (no native helpers) and uWS.js runs of the same repeat, then the median. ⚠ after a value: a failed or unclean run (see the detail table); ⚠ after the CPU: the load generator reached 90% in some run of that row, so the fastest peer there (see the detail table) may be limited by it.',
+    ...(list.some((sc) => sc.deflate)
+      ? [
+          'permessage-deflate row: each peer with its own compression at its defaults (wavecast `perMessageDeflate: true`, which compresses a broadcast once; ws `perMessageDeflate: true`, which compresses per receiver; uWS.js `SHARED_COMPRESSOR` with `publish(..., compress = true)`, which in uWS.js 3.0.6 compresses again for each subscriber: the compressor is shared memory, not shared work). Receivers offer `permessage-deflate; client_no_context_takeover; server_no_context_takeover`, the sender offers nothing and sends plain. The payload is a 1,024-byte JSON document; every delivery must carry RSV1 and is inflated, or found byte-identical to a frame of the same message already inflated and verified (no context takeover makes that the same check), then compared byte for byte. The detail table gives frame bytes per payload byte (wire / payload) and the server RSS right after the run (its peak in parentheses).',
+        ]
+      : []),
     ...Object.entries(skipped).map(([id, why]) => `Skipped ${id}: ${why}.`),
   ];
   const summary = summaryTable(cells, peers);

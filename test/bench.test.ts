@@ -1,7 +1,9 @@
 /**
  * Smoke test of the load benchmark: the C load generator builds, completes
  * real handshakes with the `ws` peer, and a short echo and broadcast run end
- * with every echo verified and nothing lost or reordered. About 5 s in all;
+ * with every echo verified and nothing lost or reordered, and a compressed
+ * (permessage-deflate) broadcast of JSON arrives with RSV1, inflated and
+ * verified. About 7 s in all;
  * no pinning, so it runs on any Linux machine with a C compiler.
  */
 import assert from 'node:assert/strict';
@@ -65,6 +67,65 @@ describe('load benchmark against the ws peer', { timeout: 60_000 }, () => {
       assert.equal(r.reordered, 0);
       assert.equal(r.mismatches, 0);
       assert.equal(r.undelivered, 0);
+    });
+  });
+
+  describe('broadcast with permessage-deflate', () => {
+    let server: RunningPeer;
+    before(async () => {
+      server = await startPeer(wsPeer, 'broadcast', null, { deflate: true });
+    });
+    after(() => server.stop());
+
+    const base = { mode: 'broadcast', conns: 50, window: 8, size: 1024, json: true, deflate: true, duration: 0.5, warmup: 0.1 } as const;
+
+    it('gets every 1 KiB JSON message compressed (RSV1), inflates and verifies it', async () => {
+      const r = await runLoad({ ...base, port: server.port }, null);
+      assert.equal(r.error, null);
+      assert.ok((r.rate ?? 0) > 0);
+      assert.equal(r.deflate_conns, 50);
+      assert.ok((r.compressed_messages ?? 0) > 0, 'RSV1 frames were seen');
+      assert.equal(r.plain_messages, 0);
+      assert.equal(r.compressed_messages, r.total_messages);
+      assert.ok((r.wire_per_payload ?? 1) < 0.8, `JSON compresses (wire / payload ${String(r.wire_per_payload)})`);
+      assert.equal(r.lost, 0);
+      assert.equal(r.reordered, 0);
+      assert.equal(r.mismatches, 0);
+      assert.equal(r.protocol_errors, 0);
+      assert.equal(r.undelivered, 0);
+    });
+
+    it('inflates every message itself with the inflate cache off', async () => {
+      const r = await runLoad({ ...base, port: server.port, duration: 0.3, inflateCache: false }, null);
+      assert.equal(r.error, null);
+      assert.equal(r.inflate_cache_hits, 0);
+      assert.ok((r.inflated ?? 0) > 0);
+      assert.equal(r.inflated, r.compressed_messages);
+      assert.equal(r.mismatches, 0);
+      assert.equal(r.lost, 0);
+    });
+
+    it('keeps an inflate context per connection when the server keeps its context', async () => {
+      // Without server_no_context_takeover in the offer, ws compresses each
+      // message against the previous ones of that connection.
+      const offer = 'permessage-deflate; client_no_context_takeover';
+      const r = await runLoad({ ...base, port: server.port, duration: 0.3, deflateOffer: offer }, null);
+      assert.equal(r.error, null);
+      assert.ok((r.compressed_messages ?? 0) > 0);
+      assert.equal(r.inflate_cache_hits, 0, 'a message that depends on its history is never taken from the cache');
+      assert.equal(r.mismatches, 0);
+      assert.equal(r.protocol_errors, 0);
+      assert.equal(r.lost, 0);
+    });
+
+    it('fails the run when the server does not answer the offer', async () => {
+      const plain = await startPeer(wsPeer, 'broadcast', null);
+      try {
+        const r = await runLoad({ ...base, port: plain.port, duration: 0.2 }, null);
+        assert.match(r.error ?? '', /declined permessage-deflate/);
+      } finally {
+        await plain.stop();
+      }
     });
   });
 

@@ -13,7 +13,7 @@ interface BunSocket {
 interface BunServer {
   port: number;
   upgrade(request: Request, options: { data: { path: string } }): boolean;
-  publish(topic: string, message: string | Uint8Array): number;
+  publish(topic: string, message: string | Uint8Array, compress?: boolean): number;
   stop(force?: boolean): void;
 }
 declare const Bun: {
@@ -33,6 +33,8 @@ declare const Bun: {
 };
 
 const args = process.argv.slice(2);
+// BENCH_DEFLATE=1: Bun's permessage-deflate, and publish compressed (see common.ts).
+const deflate = process.env.BENCH_DEFLATE === '1';
 const scenario = args[0];
 const portIndex = args.indexOf('--port');
 const port = portIndex >= 0 ? Number(args[portIndex + 1]) : 0;
@@ -54,17 +56,17 @@ server = Bun.serve({
     maxPayloadLength: 2 * 1024 * 1024,
     idleTimeout: 0,
     backpressureLimit: 64 * 1024 * 1024,
-    perMessageDeflate: false,
+    perMessageDeflate: deflate,
     open(ws) {
       if (scenario === 'broadcast' && ws.data.path === '/recv') ws.subscribe('all');
     },
     message(ws, message) {
       if (scenario === 'echo') ws.send(message);
-      else if (ws.data.path === '/send') server?.publish('all', message);
+      else if (ws.data.path === '/send') server?.publish('all', message, deflate);
     },
   },
 });
-process.stdout.write(JSON.stringify({ ready: true, port: server.port, pid: process.pid, peer: 'bun' }) + '\n');
+process.stdout.write(JSON.stringify({ ready: true, port: server.port, pid: process.pid, peer: 'bun', perMessageDeflate: deflate }) + '\n');
 process.on('SIGTERM', () => {
   server?.stop(true);
   process.exit(0);

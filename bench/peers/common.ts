@@ -10,6 +10,14 @@
  */
 export type Scenario = 'echo' | 'broadcast';
 
+/**
+ * Whether this run measures permessage-deflate (RFC 7692): the runner sets
+ * `BENCH_DEFLATE=1`, each peer turns on its own compression with its own
+ * defaults, and says so in its ready line (`perMessageDeflate: true`), which
+ * the runner checks.
+ */
+export const deflate = process.env.BENCH_DEFLATE === '1';
+
 /** Parsed `<scenario> [--port N]` arguments. */
 export interface PeerArgs {
   scenario: Scenario;

@@ -7,16 +7,20 @@
  * "send these validated bytes back", so text is never decoded, as in the ws
  * and uWS peers. Broadcast uses `server.broadcast` when the server has it
  * (issue 4) and a loop of `push` over the receivers otherwise.
+ *
+ * With `BENCH_DEFLATE=1` the server runs with `perMessageDeflate: true`, its
+ * defaults: threshold 1024 bytes, no context takeover either way, so a
+ * broadcast is compressed once and the same frame goes to every receiver.
  */
 import { Server, backend } from '../../src/index.js';
 import type { Frame } from '../../src/index.js';
-import { onStop, parseArgs, ready } from './common.js';
+import { deflate, onStop, parseArgs, ready } from './common.js';
 
 /** The broadcast call as the benchmark uses it (issue 4 may add options). */
 type Broadcast = (data: Frame) => unknown;
 
 const { scenario, port } = parseArgs();
-const server = new Server({ host: '127.0.0.1', port, maxPayload: 2 * 1024 * 1024 });
+const server = new Server({ host: '127.0.0.1', port, maxPayload: 2 * 1024 * 1024, perMessageDeflate: deflate });
 const receivers = new Set<number>();
 const broadcast = (server as unknown as { broadcast?: Broadcast }).broadcast;
 
@@ -44,5 +48,10 @@ if (scenario === 'echo') {
 }
 
 await server.start();
-ready(server.port, { peer: 'wavecast', backend, broadcast: typeof broadcast === 'function' ? 'broadcast' : 'push loop' });
+ready(server.port, {
+  peer: 'wavecast',
+  backend,
+  broadcast: typeof broadcast === 'function' ? 'broadcast' : 'push loop',
+  perMessageDeflate: deflate,
+});
 onStop(() => server.stop());

@@ -3,13 +3,23 @@
  * without them for ws with bufferutil (ws 8 on Node 20 validates UTF-8 with
  * `buffer.isUtf8` either way, so utf-8-validate is not loaded).
  * Broadcast is ws's idiom: a loop of `send` over the receivers.
+ *
+ * With `BENCH_DEFLATE=1`, `perMessageDeflate: true`: ws's defaults (threshold
+ * 1024 bytes, zlib level 6, 10 zlib jobs at once). ws has no shared
+ * compression: each `send` compresses the message again for its receiver.
  */
 import { WebSocketServer } from 'ws';
 import type { WebSocket, RawData } from 'ws';
-import { onStop, parseArgs, ready } from './common.js';
+import { deflate, onStop, parseArgs, ready } from './common.js';
 
 const { scenario, port } = parseArgs();
-const wss = new WebSocketServer({ host: '127.0.0.1', port, maxPayload: 2 * 1024 * 1024, clientTracking: false });
+const wss = new WebSocketServer({
+  host: '127.0.0.1',
+  port,
+  maxPayload: 2 * 1024 * 1024,
+  clientTracking: false,
+  perMessageDeflate: deflate,
+});
 const receivers = new Set<WebSocket>();
 
 wss.on('connection', (socket, request) => {
@@ -34,6 +44,7 @@ wss.on('listening', () => {
   ready(typeof address === 'object' && address !== null ? address.port : port, {
     peer: 'ws',
     bufferutil: !process.env.WS_NO_BUFFER_UTIL,
+    perMessageDeflate: deflate,
   });
 });
 onStop(() => new Promise<void>((resolve) => wss.close(() => resolve())));
