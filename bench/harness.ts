@@ -219,7 +219,8 @@ export interface LoadResult {
   inflate_cache_hits?: number;
   total_messages?: number;
   failed?: number;
-  cpu_pct: number;
+  /** Absent when the run ended before traffic (a connection could not open). */
+  cpu_pct?: number;
   error: string | null;
   [key: string]: unknown;
 }

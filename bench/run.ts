@@ -320,7 +320,7 @@ function buildCells(list: Scenario[], peers: Peer[], outcomes: Record<string, Re
           values,
           p50: median(ok.map((o) => o.result.p50_us ?? NaN).filter(Number.isFinite)),
           p99: median(ok.map((o) => o.result.p99_us ?? NaN).filter(Number.isFinite)),
-          cpuMax: Math.max(0, ...runs.map((o) => (o.result ? o.result.cpu_pct : 0))),
+          cpuMax: Math.max(0, ...runs.map((o) => o.result?.cpu_pct ?? 0)),
           errors: runs.flatMap((o) => (o.ok ? [] : [o.error])),
           wirePerPayload: median(ok.map((o) => o.result.wire_per_payload ?? NaN).filter((v) => Number.isFinite(v) && v > 0)),
           rssKiB: median(ok.map((o) => Number(o.result.server_rss_kib ?? NaN)).filter(Number.isFinite)),
@@ -476,7 +476,7 @@ async function main(): Promise<void> {
         const v = metricOf(main, o);
         process.stderr.write(
           `[${done}/${total}] ${sc.id} ${peer.label}: ${v === null ? 'FAILED' : fmt(v, main.unit) + ' ' + main.unit}` +
-            `${o.result ? `, loadgen CPU ${o.result.cpu_pct.toFixed(0)}%` : ''}` +
+            `${o.result?.cpu_pct !== undefined ? `, loadgen CPU ${o.result.cpu_pct.toFixed(0)}%` : ''}` +
             `${sc.deflate && o.result?.wire_per_payload ? `, wire/payload ${o.result.wire_per_payload.toFixed(3)}` : ''}` +
             `${o.ok ? '' : ` (${o.error})`}\n`,
         );
