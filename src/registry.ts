@@ -4,8 +4,19 @@
  * never reach a newer client. No I/O here.
  */
 export class Registry<C> {
+  private base = 0;
   private next = 1;
   private readonly byFd = new Map<number, C>();
+
+  /**
+   * Allocates from `base + 1, base + 2, ...` (the range of this process's
+   * owner, see `cluster/fd.ts`); the same base again carries on where it was.
+   */
+  rebase(base: number): void {
+    if (base === this.base) return;
+    this.base = base;
+    this.next = base + 1;
+  }
 
   /** Reserves the next fd (taken when an upgrade request arrives). */
   allocate(): number {

@@ -3,13 +3,20 @@
  * options, the HTTP server and its upgrade path, events, fds. The protocol is
  * in `protocol/`, one socket's life in `connection.ts`.
  */
+import cluster from 'node:cluster';
 import { EventEmitter } from 'node:events';
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TlsOptions } from 'node:tls';
+import type { Adapter } from './adapter.js';
 import { Batcher } from './batcher.js';
+import { ownerCode, SEQ_RANGE } from './cluster/fd.js';
+import { Primary } from './cluster/primary.js';
+import { Router } from './cluster/router.js';
+import { ASK } from './cluster/wire.js';
+import { Membership, workerEnv } from './cluster/worker.js';
 import { Connection, ReadyState, type ConnectionOwner } from './connection.js';
 import { DeflateShared, PerMessageDeflate, resolveDeflateOptions, SharedMessage, type PerMessageDeflateOptions } from './deflate.js';
 import { CloseCode, WebSocketError } from './errors.js';
@@ -75,6 +82,17 @@ export interface ServerOptions {
    * for each setting and its memory cost.
    */
   perMessageDeflate?: boolean | PerMessageDeflateOptions;
+  /**
+   * Worker processes. 1 (the default) is one process, as before. With N > 1,
+   * `start()` in the primary forks N workers (node:cluster) that share the
+   * port and run the event handlers; any worker can reach any fd. See Scaling
+   * in the README.
+   */
+  workerNum?: number;
+  /** Joins server instances (other machines, other ports): `broadcast`, `publish` and `push(fd)` reach their connections. */
+  adapter?: Adapter;
+  /** This instance's id among those joined by an adapter (1-255); by default the adapter hands one out. */
+  instanceId?: number;
 }
 
 /** Options of `broadcast`. */
@@ -87,6 +105,8 @@ export interface BroadcastOptions {
   filter?: (fd: number) => boolean;
   /** Compress for connections that negotiated it: true forces, false forbids; default by `threshold`. */
   compress?: boolean;
+  /** Only this process's connections (not other workers' or instances'). */
+  local?: boolean;
 }
 
 /** Options of `publish`. */
@@ -97,6 +117,8 @@ export interface PublishOptions {
   except?: number;
   /** Compress for connections that negotiated it: true forces, false forbids; default by `threshold`. */
   compress?: boolean;
+  /** Only this process's subscribers (not other workers' or instances'). */
+  local?: boolean;
 }
 
 /** What `getClientInfo(fd)` returns. */
@@ -167,6 +189,10 @@ export interface ServerEvents<Data> {
   dropped: [fd: number, bytes: number];
   /** A client's protocol error (with its fd), or a failing handshake hook. Emitted only when listened to. */
   error: [error: Error, fd?: number];
+  /** In the primary (`workerNum` > 1): a worker listens, at start, after a crash or in a reload. */
+  workerStart: [workerId: number, pid: number];
+  /** In the primary: a worker process ended (crashed, or stopped by `reload()` / `stop()`). */
+  workerExit: [workerId: number, code: number | null, signal: string | null];
 }
 
 /** Data types `push` accepts. */
@@ -263,6 +289,11 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     dropped: 0,
   };
   private readonly errorCounts: Record<number, number> = {};
+  private readonly workerNum: number;
+  /** Other workers and instances (see `cluster/router.ts`); null for a lone process. */
+  private router: Router | null = null;
+  private membership: Membership | null = null;
+  private primary: Primary | null = null;
 
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (this.options.path !== undefined && this.httpServer !== null && !this.ownsHttpServer) {
@@ -350,6 +381,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       onPing: (connection) => connection.send(OPCODE.PING, HEARTBEAT_PING, true),
     });
     this.ownsHttpServer = options.server === undefined && !options.noServer;
+    this.workerNum = options.workerNum ?? 1;
+    if (!Number.isInteger(this.workerNum) || this.workerNum < 1) {
+      throw new RangeError(`workerNum must be a positive integer, got ${String(options.workerNum)}`);
+    }
+    if (this.workerNum > 1 && !this.ownsHttpServer) throw new TypeError('workerNum > 1 needs the server to listen itself');
+    if (options.instanceId !== undefined) ownerCode(options.instanceId, 0);
     (this as EventEmitter).on('newListener', (event: string | symbol) => {
       if (event === 'handshake' && this.listenerCount('handshake') > 0) {
         throw new TypeError("only one 'handshake' listener can decide a handshake");
@@ -371,6 +408,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     this.started = true;
     this.stopping = false;
     const options = this.options;
+    if (this.workerNum > 1 && cluster.isPrimary) return this.startPrimary();
+    await this.startScaleOut();
     if (options.noServer) {
       this.heartbeat.start();
       return;
@@ -398,10 +437,60 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       });
     }
     this.heartbeat.start();
+    this.membership?.listening(this.port);
+  }
+
+  /** The primary of `workerNum` workers: forks them and waits until they all listen. */
+  private async startPrimary(): Promise<void> {
+    const adapter = this.options.adapter;
+    const instance = this.options.instanceId ?? (adapter !== undefined ? await adapter.allocateInstanceId() : 0);
+    this.primary = new Primary(this.workerNum, instance, this.closeTimeout, {
+      workerStart: (id, pid) => this.emit('workerStart', id, pid),
+      workerExit: (id, code, signal) => this.emit('workerExit', id, code, signal),
+      error: (error) => this.reportError(error),
+    });
+    try {
+      await this.primary.start();
+    } catch (error) {
+      this.primary = null;
+      this.started = false;
+      throw error;
+    }
+  }
+
+  /** In a worker, or with an adapter: the fds' owner, the router, the worker mesh. */
+  private async startScaleOut(): Promise<void> {
+    const env = this.workerNum > 1 ? workerEnv() : null;
+    const adapter = this.options.adapter ?? null;
+    if (env === null && adapter === null) return;
+    const instance = env?.instance ?? this.options.instanceId ?? (await adapter!.allocateInstanceId());
+    const owner = ownerCode(instance, env?.slot ?? 0);
+    this.registry.rebase(owner * SEQ_RANGE);
+    const router = new Router(owner, this, adapter, (error) => this.reportError(error));
+    this.router = router;
+    try {
+      await router.openAdapter();
+      if (env !== null) {
+        this.membership = new Membership(env, router, () => this.stop());
+        await this.membership.join();
+      }
+    } catch (error) {
+      await this.closeScaleOut();
+      this.started = false;
+      throw error;
+    }
+  }
+
+  private async closeScaleOut(): Promise<void> {
+    const router = this.router;
+    this.router = null;
+    this.membership?.close();
+    await router?.close();
   }
 
   /** The port listened on (or of the attached server); 0 before `start()`. */
   get port(): number {
+    if (this.primary !== null) return this.primary.port;
     const address = this.httpServer?.address();
     return address !== null && typeof address === 'object' ? (address as AddressInfo).port : 0;
   }
@@ -414,6 +503,16 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   async stop({ timeout = this.closeTimeout }: { timeout?: number } = {}): Promise<void> {
     checkTime('timeout', timeout, 0);
     if (!this.started) return;
+    if (this.primary !== null) {
+      await this.primary.stop();
+      this.primary = null;
+      this.started = false;
+      return;
+    }
+    // In a worker, stop() stops the whole server: the primary stops every worker (this one too).
+    if (this.membership !== null && !this.membership.stopping) return this.membership.requestStop();
+    // A worker leaving (reload, stop) while the others accept: handshakes already under way finish first.
+    if (this.membership !== null && this.httpServer !== null && this.ownsHttpServer) await this.drainHandshakes(this.httpServer);
     this.stopping = true;
     this.heartbeat.stop();
     const server = this.httpServer;
@@ -447,8 +546,27 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       await closed;
     }
     this.deflateShared?.close();
+    await this.closeScaleOut();
+    this.membership = null;
     this.httpServer = null;
     this.started = false;
+  }
+
+  /**
+   * Waits (at most 2 s, or `handshakeTimeout`) until every TCP connection
+   * the closed listener accepted has become a WebSocket or gone, so a client
+   * in the middle of its handshake is upgraded (then closed with 1001 like
+   * the rest) rather than refused.
+   */
+  private async drainHandshakes(server: http.Server | https.Server): Promise<void> {
+    // net's close, not http's: http's also cuts connections that have not sent their request yet.
+    NetServer.prototype.close.call(server);
+    const deadline = Date.now() + Math.min(this.handshakeTimeout || 2000, 2000);
+    while (Date.now() < deadline) {
+      const open = await new Promise<number>((resolve) => server.getConnections((error, n) => resolve(error ? 0 : n)));
+      if (open <= this.registry.size) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   private allClosed(): Promise<void> {
@@ -548,6 +666,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     const connection = new Connection<Data>(request.fd, socket, this, request.protocol, request.data, deflate);
     this.registry.add(request.fd, connection);
     this.counters.accepted++;
+    this.router?.opened(request.fd);
     this.emit('open', request.fd, request);
     if (head.length > 0 && connection.state === ReadyState.OPEN) connection.receive(head);
     socket.resume();
@@ -606,6 +725,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     counters.messagesOut += connection.messagesOut;
     counters.bytesIn += connection.socket.bytesRead;
     counters.bytesOut += connection.bytesOut;
+    this.router?.closed(connection.fd);
     this.emit('close', connection.fd, code, reason, wasClean);
     if (this.registry.size === 0 && this.closeWaiters.length > 0) {
       const waiters = this.closeWaiters;
@@ -641,13 +761,20 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
    *   message of `threshold` bytes or more is compressed. Fragments and
    *   control frames are never compressed. A compressed message is sent once
    *   zlib is done; later messages to `fd` wait behind it.
+   *
+   * An fd of another worker or instance is handed to the process that holds
+   * it: true means handed over (messages from one process keep their order),
+   * false that no such process is known. `pushAsync` resolves with the
+   * owner's own answer.
    */
   push(fd: number, data: PushData, opcode?: number, finish = true, compress?: boolean): boolean {
     opcode = resolveOpcode(data, opcode);
     const payload = this.validate(data, opcode, finish);
     if (compress !== undefined && typeof compress !== 'boolean') throw new TypeError('compress must be a boolean');
     const connection = this.registry.get(fd);
-    if (connection === undefined || connection.state !== ReadyState.OPEN) return false;
+    // Another worker's or instance's fd: handed to its owner (see pushAsync for the owner's answer).
+    if (connection === undefined) return this.router?.push(fd, opcode, payload, finish, compress) ?? false;
+    if (connection.state !== ReadyState.OPEN) return false;
     const whole = finish && (opcode === OPCODE.TEXT || opcode === OPCODE.BINARY);
     if (whole && connection.deflate !== null && this.wantsCompression(payload, compress)) {
       return connection.sendCompressed(opcode, payload);
@@ -659,7 +786,9 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
    * Sends one message to every established connection (except `except`, and
    * only those `filter` accepts). The frame is encoded once and shared; a
    * relayed `Frame` is sent from its bytes. Returns how many connections it
-   * reached (not those skipped for backpressure).
+   * reached (not those skipped for backpressure) in this process; with other
+   * workers or instances it is also sent once to each of them, which deliver
+   * it to their own connections (`filter` then needs `local: true`).
    */
   broadcast(data: PushData, options: BroadcastOptions = {}): number {
     const opcode = resolveOpcode(data, options.opcode);
@@ -671,6 +800,11 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     if (filter !== undefined && typeof filter !== 'function') throw new TypeError('filter must be a function');
     const skip: ReadonlySet<number> | number | undefined =
       except === undefined || typeof except === 'number' ? except : new Set(except);
+    if (this.router !== null && options.local !== true) {
+      // A function cannot run in another process: the caller says which part it means.
+      if (filter !== undefined) throw new TypeError('filter works only with local: true when there are other workers or instances');
+      this.router.broadcast(opcode, payload, skip === undefined ? [] : typeof skip === 'number' ? [skip] : [...skip], options.compress);
+    }
     let reached = 0;
     for (const connection of this.registry.values()) {
       const fd = connection.fd;
@@ -714,15 +848,20 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
 
   /**
    * Sends one message to the subscribers of `topic`, encoded once. Returns
-   * how many it reached. A topic with no subscribers costs one map lookup.
+   * how many it reached in this process; with other workers or instances it
+   * is also sent once to each of them for their subscribers. A topic with no
+   * subscribers costs one map lookup (in a lone process).
    */
   publish(topic: string, data: PushData, options: PublishOptions = {}): number {
     checkTopic(topic);
     const subscribers = this.topicIndex.subscribers(topic);
-    if (subscribers === undefined) return 0;
+    const remote = this.router !== null && options.local !== true;
+    if (subscribers === undefined && !remote) return 0;
     const opcode = resolveOpcode(data, options.opcode);
     if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY) throw new TypeError('publish sends text or binary messages');
     const payload = this.validate(data, opcode, true);
+    if (remote) this.router!.publish(topic, opcode, payload, options.except, options.compress);
+    if (subscribers === undefined) return 0;
     const frame = encodeFrame(opcode, payload, true);
     const shared = this.wantsCompression(payload, options.compress) ? new SharedMessage(this.deflateShared!, opcode, payload) : null;
     const except = options.except;
@@ -811,7 +950,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     // RFC 6455 5.5: the close body (2-byte code + reason) fits a 125-byte control frame.
     if (Buffer.byteLength(reason) > 123) throw new RangeError('close reason is longer than 123 bytes');
     const connection = this.registry.get(fd);
-    return connection !== undefined && connection.close(code, reason);
+    if (connection === undefined) return this.router?.disconnect(fd, code, reason) ?? false;
+    return connection.close(code, reason);
   }
 
   /** Closes the TCP connection at once, without a closing handshake. False when `fd` is unknown. */
@@ -822,14 +962,26 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     return true;
   }
 
-  /** Whether `fd` is a connection of this server that has not closed yet. */
+  /**
+   * Whether `fd` is a connection of this server that has not closed yet. For
+   * another worker's fd: as that worker last said (its open and close events
+   * reach the other workers a moment later); false for another instance's
+   * fd: use `existAsync`.
+   */
   exist(fd: number): boolean {
-    return this.registry.get(fd) !== undefined;
+    return this.registry.get(fd) !== undefined || (this.router?.knows(fd) ?? false);
   }
 
-  /** Whether `fd` is an open WebSocket (handshake done, no close started). */
+  /**
+   * Whether `fd` is an open WebSocket (handshake done, no close started).
+   * For another worker's fd: open from its `open` to its `close` event as
+   * that worker last said (a closing handshake in progress is not seen); for
+   * another instance's fd false: use `isEstablishedAsync`.
+   */
   isEstablished(fd: number): boolean {
-    return this.registry.get(fd)?.state === ReadyState.OPEN;
+    const connection = this.registry.get(fd);
+    if (connection === undefined) return this.router?.knows(fd) ?? false;
+    return connection.state === ReadyState.OPEN;
   }
 
   /** The fds of all connections, oldest first (Swoole's `connection_list`). */
@@ -891,6 +1043,84 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       ...totals,
       errors: { ...this.errorCounts },
     };
+  }
+
+  // --- across workers and instances (see Scaling in the README) ----------------------
+
+  /** This process's worker: 0 .. workerNum - 1 in a worker, -1 in the primary, 0 in a lone process. */
+  get workerId(): number {
+    if (this.primary !== null || (this.workerNum > 1 && cluster.isPrimary)) return -1;
+    return this.membership?.env.workerId ?? 0;
+  }
+
+  /**
+   * `push` that resolves with the owner's answer: what `push` would have
+   * returned in the process that holds `fd` (false for an unknown fd, also
+   * when that process is gone). Throws on bad arguments, as `push` does.
+   */
+  pushAsync(fd: number, data: PushData, opcode?: number, finish = true, compress?: boolean): Promise<boolean> {
+    if (this.router === null || this.registry.get(fd) !== undefined) {
+      return Promise.resolve(this.push(fd, data, opcode, finish, compress));
+    }
+    opcode = resolveOpcode(data, opcode);
+    const payload = this.validate(data, opcode, finish);
+    if (compress !== undefined && typeof compress !== 'boolean') throw new TypeError('compress must be a boolean');
+    return this.router.ask(fd, ASK.PUSH, { opcode, payload, fin: finish, compress }) as Promise<boolean>;
+  }
+
+  /** `exist` answered by the process that holds `fd` (any worker, any instance). */
+  existAsync(fd: number): Promise<boolean> {
+    if (this.router === null || this.registry.get(fd) !== undefined) return Promise.resolve(this.exist(fd));
+    return this.router.ask(fd, ASK.EXIST) as Promise<boolean>;
+  }
+
+  /** `isEstablished` answered by the process that holds `fd` (a closing handshake in progress counts). */
+  isEstablishedAsync(fd: number): Promise<boolean> {
+    if (this.router === null || this.registry.get(fd) !== undefined) return Promise.resolve(this.isEstablished(fd));
+    return this.router.ask(fd, ASK.ESTABLISHED) as Promise<boolean>;
+  }
+
+  /** `getClientInfo` for an fd of any worker or instance. */
+  getClientInfoAsync(fd: number): Promise<ClientInfo | undefined> {
+    if (this.router === null || this.registry.get(fd) !== undefined) return Promise.resolve(this.getClientInfo(fd));
+    return this.router.ask(fd, ASK.INFO) as Promise<ClientInfo | undefined>;
+  }
+
+  /** The fds of every worker on this machine (`connections` is this process's only). */
+  async connectionsAsync(): Promise<number[]> {
+    const local = [...this.registry.fds()];
+    if (this.router === null) return local;
+    const others = (await this.router.askWorkers(ASK.CONNECTIONS)) as number[][];
+    return local.concat(...others);
+  }
+
+  /** `stats()` summed over every worker on this machine. */
+  async statsAsync(): Promise<ServerStats> {
+    const total = this.stats();
+    if (this.router === null) return total;
+    for (const other of (await this.router.askWorkers(ASK.STATS)) as (ServerStats | undefined)[]) {
+      if (other === undefined) continue;
+      for (const key of ['connections', 'accepted', 'closed', 'rejected', 'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'dropped'] as const) {
+        total[key] += other[key];
+      }
+      for (const [code, count] of Object.entries(other.errors)) {
+        total.errors[Number(code)] = (total.errors[Number(code)] ?? 0) + count;
+      }
+    }
+    return total;
+  }
+
+  /**
+   * Rolling restart of the workers (`workerNum` > 1): one at a time closes
+   * its connections (1001, handshakes finished) and exits, and a fresh one
+   * takes its id and listens before the next goes; the others accept all
+   * along. In the primary it resolves when every worker is new; in a worker
+   * it asks the primary and resolves at once.
+   */
+  async reload(): Promise<void> {
+    if (this.primary !== null) return this.primary.reload();
+    if (this.membership !== null) return this.membership.reload();
+    throw new Error('reload() needs workerNum > 1 and a started server');
   }
 }
 
