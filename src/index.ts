@@ -5,6 +5,9 @@
  */
 export { Server } from './server.js';
 export type { ClientInfo, PushData, ServerEvents, ServerOptions, ServerStats } from './server.js';
+export type { Adapter, AdapterHost } from './adapter.js';
+export { RedisAdapter } from './redis-adapter.js';
+export type { RedisAdapterEvents, RedisAdapterOptions } from './redis-adapter.js';
 export { Frame } from './received-frame.js';
 export type { PerMessageDeflateOptions } from './deflate.js';
 export { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
