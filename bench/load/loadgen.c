@@ -40,7 +40,9 @@
  *              reuses that result (a memcmp instead of an inflate; counted as
  *              inflate_cache_hits, off with --no-inflate-cache): the load
  *              generator would otherwise spend more CPU inflating a shared
- *              broadcast than the server spends compressing it.
+ *              broadcast than the server spends compressing it (measured:
+ *              inflating every delivery saturates it at about 290k 1 KiB
+ *              deliveries/s, against 1.9M with the cache at 74% CPU).
  *   --json     (broadcast) the payload is --size bytes of JSON text, a
  *              realistic, compressible document:
  *              {"seq":"<16 hex>","t":"<16 hex>","items":[{"id":..,"name":..,
