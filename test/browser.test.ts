@@ -5,23 +5,12 @@
  * chromium`, done by .ci/run); the test fails, never downloads, without it.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './chromium.js';
 import { chatUrl, startChat } from '../examples/chat-server.js';
 import type { Server } from '../src/index.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const LAUNCH_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 /** Upper bound for any single wait on the page. */
 const UI_TIMEOUT = 10_000;
 
@@ -85,12 +74,7 @@ describe('chat demo in headless Chromium', () => {
   });
 
   test('two pages chat through the UI and each sees the other\'s message', async (t) => {
-    assert.ok(
-      existsSync(CHROMIUM),
-      `Chromium is not installed at ${CHROMIUM}: run \`apt-get install chromium\` (as .ci/run does); ` +
-        'the browser test never downloads a browser',
-    );
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
 
     const alice = await openChat(browser, url);
     const bob = await openChat(browser, url);

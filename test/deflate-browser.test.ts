@@ -7,23 +7,12 @@
  * never downloads, without it.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium } from './chromium.js';
 import type { Server, ServerOptions } from '../src/index.js';
 import { startServer } from './helpers.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const LAUNCH_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const PAGE = '<!doctype html><meta charset="utf-8"><title>deflate</title>';
 
 /** What the page reports back. */
@@ -77,8 +66,7 @@ const settings: [string, ServerOptions['perMessageDeflate'], string][] = [
 describe('permessage-deflate in headless Chromium', () => {
   let browser: Browser | undefined;
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Chromium is not installed at ${CHROMIUM}: run \`apt-get install chromium\``);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();
