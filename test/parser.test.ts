@@ -392,3 +392,73 @@ describe('parser: permessage-deflate (RFC 7692)', () => {
     assert.deepEqual(recorder.events.slice(3), [text('later')]);
   });
 });
+
+describe('parser: randomized input', () => {
+  /** A small deterministic PRNG, so a failure can be replayed. */
+  function rng(seed: number): () => number {
+    let x = seed >>> 0;
+    return () => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return (x >>> 0) / 0x100000000;
+    };
+  }
+
+  test('random valid streams, split at random points, give back exactly the messages sent', () => {
+    const random = rng(0xc0ffee);
+    for (let round = 0; round < 200; round++) {
+      const sent: Event[] = [];
+      const frames: Buffer[] = [];
+      for (let m = 0, count = 1 + Math.floor(random() * 6); m < count; m++) {
+        const binary = random() < 0.5;
+        const size = Math.floor(random() ** 3 * 70_000);
+        const payload = binary
+          ? Buffer.from(Array.from({ length: size }, () => Math.floor(random() * 256)))
+          : Buffer.from('aé€😀'.repeat(size >> 3));
+        sent.push(['message', binary ? 2 : 1, payload.toString('hex')]);
+        // Cut the message into 1..4 fragments, with a ping between some.
+        const cuts = [0, ...Array.from({ length: Math.floor(random() * 4) }, () => Math.floor(random() * payload.length)).sort((a, b) => a - b), payload.length];
+        for (let f = 0; f + 1 < cuts.length; f++) {
+          const last = f + 2 === cuts.length;
+          frames.push(clientFrame(f === 0 ? (binary ? 2 : 1) : 0, payload.subarray(cuts[f], cuts[f + 1]), { fin: last }));
+          if (!last && random() < 0.3) {
+            frames.push(clientFrame(9, 'p'));
+            sent.splice(sent.length - 1, 0, ['ping', '70']);
+          }
+        }
+      }
+      const stream = Buffer.concat(frames);
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < stream.length; ) {
+        const take = 1 + Math.floor(random() ** 2 * 9000);
+        chunks.push(stream.subarray(at, at + take));
+        at += take;
+      }
+      assert.deepEqual(run(chunks), sent, `round ${round}`);
+    }
+  });
+
+  test('random garbage and mutated frames never throw, and report at most one error and nothing after it', () => {
+    const random = rng(0xbadc0de);
+    for (let round = 0; round < 2000; round++) {
+      let input: Buffer;
+      if (random() < 0.5) {
+        input = Buffer.from(Array.from({ length: Math.floor(random() * 300) }, () => Math.floor(random() * 256)));
+      } else {
+        input = Buffer.concat([clientFrame(1, 'hello'), clientFrame(2, Buffer.alloc(200, 7), { fin: false }), clientFrame(0, 'x')]);
+        for (let flips = 1 + Math.floor(random() * 4); flips > 0; flips--) {
+          input[Math.floor(random() * input.length)] ^= 1 << Math.floor(random() * 8);
+        }
+      }
+      let events: Event[] = [];
+      assert.doesNotThrow(() => {
+        events = run([input.subarray(0, input.length >> 1), input.subarray(input.length >> 1)], 4096);
+      }, `round ${round}`);
+      const errorAt = events.findIndex((e) => e[0] === 'error');
+      if (errorAt !== -1) assert.equal(errorAt, events.length - 1, `round ${round}: nothing after the error`);
+      const closeAt = events.findIndex((e) => e[0] === 'close');
+      if (closeAt !== -1) assert.equal(closeAt, events.length - 1, `round ${round}: nothing after a close`);
+    }
+  });
+});
