@@ -54,6 +54,10 @@ async function loadRedis(): Promise<RedisConstructor> {
   }
 }
 
+/**
+ * An `Adapter` over Redis pub/sub: `new Server({ adapter: new RedisAdapter({ url }) })`.
+ * Give each server (each process, with workers) its own adapter object.
+ */
 export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Adapter {
   private readonly prefix: string;
   private pub: RedisClient | null = null;

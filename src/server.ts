@@ -984,7 +984,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     return connection.state === ReadyState.OPEN;
   }
 
-  /** The fds of all connections, oldest first (Swoole's `connection_list`). */
+  /** The fds of all connections, oldest first (Swoole's `connection_list`); with workers, this worker's (see `connectionsAsync`). */
   get connections(): IterableIterator<number> {
     return this.registry.fds();
   }
@@ -1029,7 +1029,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     };
   }
 
-  /** Counters since start, live connections included. */
+  /** Counters since start, live connections included; with workers, this worker's (see `statsAsync`). */
   stats(): ServerStats {
     const totals = { ...this.counters };
     for (const c of this.registry.values()) {

@@ -11,6 +11,7 @@ function uncork(link: Link): void {
   link.socket.uncork();
 }
 
+/** The sending end of a socket to another worker. */
 export class Link {
   /** @internal */
   corked = false;

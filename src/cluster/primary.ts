@@ -40,6 +40,7 @@ interface Record {
 const QUICK_DEATH_MS = 1000;
 const MAX_RESTART_DELAY_MS = 5000;
 
+/** Forks, restarts, reloads and stops the workers of one server. */
 export class Primary {
   /** The port the workers listen on, once one of them does. */
   port = 0;

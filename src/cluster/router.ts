@@ -82,6 +82,7 @@ function toPayload(data: Buffer | string): Buffer {
   return typeof data === 'string' ? Buffer.from(data) : data;
 }
 
+/** Routes calls for fds this process does not hold, and carries out what other processes send. */
 export class Router implements AdapterHost {
   readonly instanceId: number;
   private readonly peers = new Map<number, Peer>();

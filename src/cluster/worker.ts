@@ -58,6 +58,7 @@ export function isControl(message: unknown): message is Control {
   return typeof message === 'object' && message !== null && typeof (message as { wavecast?: unknown }).wavecast === 'string';
 }
 
+/** This worker's place in the mesh: its listening socket, its links, the primary's control messages. */
 export class Membership {
   /** Set when the primary asked this worker to stop. */
   stopping = false;
