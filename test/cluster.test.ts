@@ -191,3 +191,33 @@ test('reload() restarts the workers one at a time: clients get 1001, new connect
     await app.stop();
   }
 });
+
+test('a stopped worker does not make the others hold its backlog without bound: they drop for it, say so, and resume', async () => {
+  const app = await App.start({ WORKERS: '2' });
+  const [[a], [b]] = await spread(app.port, 2);
+  try {
+    const mark = app.lines.length;
+    process.kill(b.pid, 'SIGSTOP');
+    try {
+      // 80 MiB of broadcasts for a worker that reads nothing: more than the 64 MiB a link may hold.
+      await a.request({ op: 'flood', size: 1024 * 1024, count: 80 }, 20_000);
+      const line = await app.waitLine((l) => typeof l.error === 'string' && l.worker === 0, 5000, mark);
+      assert.match(line.error as string, /^worker 1 is more than 67108864 bytes behind: dropping messages for it$/);
+    } finally {
+      process.kill(b.pid, 'SIGCONT');
+    }
+    // Once worker 1 has read its backlog (and its client the part that fit its
+    // connection's backpressure budget), a push to it is handed over and sent:
+    // pushAsync resolves with worker 1's own push() answer.
+    let ok = false;
+    for (const deadline = Date.now() + 10_000; !ok && Date.now() < deadline; ) {
+      ok = (await a.request({ op: 'pushAsync', fd: b.fd, data: 'caught up' })).ok as boolean;
+    }
+    assert.equal(ok, true);
+    await b.waitMessage((m) => m.text === 'caught up', 10_000);
+  } finally {
+    a.close();
+    b.close();
+    await app.stop();
+  }
+});

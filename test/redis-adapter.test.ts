@@ -98,6 +98,11 @@ describe('RedisAdapter', () => {
       assert.equal((await b.getClientInfoAsync(fa))?.fd, fa);
       assert.equal(await b.existAsync(fa + 1000), false);
 
+      // A filter cannot run in another process: it needs local: true, and then stays local.
+      assert.throws(() => a.broadcast('x', { filter: () => true }), TypeError);
+      assert.equal(a.broadcast('local only', { filter: (fd) => fd === fa, local: true }), 1);
+      await ca.until('local only');
+
       assert.equal(b.subscribe(fb, 'room'), true);
       a.publish('room', 'to the room');
       a.push(fb, 'fence-2');

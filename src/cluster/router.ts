@@ -54,6 +54,8 @@ export interface Peer {
   readonly out: Link;
   /** Its open fds, as it last told us. */
   readonly fds: Set<number>;
+  /** Messages are being dropped because its link is over `LINK_LIMIT` (reported once per episode). */
+  behind: boolean;
 }
 
 interface Pending {
@@ -65,6 +67,12 @@ interface Pending {
   timer: NodeJS.Timeout | null;
 }
 
+/**
+ * Bytes that may wait unsent on the link to one worker. Beyond them that
+ * worker is stuck or far behind, and pushes, broadcasts and publishes for it
+ * are dropped (reported once) rather than held in this worker's memory.
+ */
+export const LINK_LIMIT = 64 * 1024 * 1024;
 /** How long a question to another instance may stay unanswered (the adapter may lose it). */
 const ADAPTER_ANSWER_MS = 5000;
 const TRUE = Buffer.of(1);
@@ -111,7 +119,7 @@ export class Router implements AdapterHost {
   /** A worker joined: it gets our fds first, then everything else in order. */
   addPeer(slot: number, workerId: number, out: Link): void {
     this.removePeer(slot);
-    const peer: Peer = { slot, workerId, out, fds: new Set() };
+    const peer: Peer = { slot, workerId, out, fds: new Set(), behind: false };
     this.peers.set(slot, peer);
     out.send(snapshotMessage([...this.server.connections]));
   }
@@ -162,14 +170,29 @@ export class Router implements AdapterHost {
 
   // --- sending ----------------------------------------------------------------------
 
-  /** Where a message for `owner` goes: a worker link, the adapter, or nowhere (null). */
-  private route(owner: number, head: Buffer, payload: Buffer | null): boolean {
+  /**
+   * Sends a message to another worker unless its link is over `LINK_LIMIT`
+   * (`must`: never drop, for answers that a question waits for).
+   */
+  private sendPeer(peer: Peer, head: Buffer, payload: Buffer | null, must = false): boolean {
+    if (!must && peer.out.buffered > LINK_LIMIT) {
+      if (!peer.behind) {
+        peer.behind = true;
+        this.report(new Error(`worker ${peer.workerId} is more than ${LINK_LIMIT} bytes behind: dropping messages for it`));
+      }
+      return false;
+    }
+    peer.behind = false;
+    peer.out.send(head, payload);
+    return true;
+  }
+
+  /** Sends a message to the process `owner`: over a worker link or the adapter. False when there is no way. */
+  private route(owner: number, head: Buffer, payload: Buffer | null, must = false): boolean {
     if (owner === this.owner) return false;
     if (instanceOf(owner) === this.instanceId) {
       const peer = this.peers.get(slotOf(owner));
-      if (peer === undefined) return false;
-      peer.out.send(head, payload);
-      return true;
+      return peer !== undefined && this.sendPeer(peer, head, payload, must);
     }
     if (this.adapter === null || !this.adapterUp) return false;
     this.adapter.sendTo(owner, joined(head, payload));
@@ -191,7 +214,7 @@ export class Router implements AdapterHost {
     if (this.peers.size === 0 && this.adapter === null) return;
     const payload = toPayload(data);
     const head = broadcastHeader(packFlags(opcode, true, compress), this.owner, except, payload.length);
-    for (const peer of this.peers.values()) peer.out.send(head, payload);
+    for (const peer of this.peers.values()) this.sendPeer(peer, head, payload);
     if (this.adapter !== null && this.adapterUp) this.adapter.sendAll(joined(head, payload));
   }
 
@@ -201,7 +224,7 @@ export class Router implements AdapterHost {
     const payload = toPayload(data);
     const flags = packFlags(opcode, true, compress);
     const head = publishHeader(flags, this.owner, except ?? 0, Buffer.from(topic), payload.length);
-    for (const peer of this.peers.values()) peer.out.send(head, payload);
+    for (const peer of this.peers.values()) this.sendPeer(peer, head, payload);
     if (this.adapter !== null && this.adapterUp) this.adapter.sendAll(joined(head, payload));
   }
 
@@ -354,7 +377,7 @@ export class Router implements AdapterHost {
       default:
         return;
     }
-    this.route(from, responseMessage(id, kind, answer), null);
+    this.route(from, responseMessage(id, kind, answer), null, true);
   }
 
   private settle(m: Buffer): void {
