@@ -45,7 +45,7 @@ export class App {
   readonly lines: Json[] = [];
   port = 0;
   private wakers = new Set<() => void>();
-  private exited: Promise<void>;
+  private readonly exitPromise: Promise<void>;
 
   private constructor(readonly child: ChildProcess) {
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -60,7 +60,7 @@ export class App {
       this.lines.push({ stderr: chunk });
       for (const wake of this.wakers) wake();
     });
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    this.exitPromise = new Promise((resolve) => child.once('exit', () => resolve()));
   }
 
   static async start(env: Record<string, string> = {}): Promise<App> {
@@ -80,12 +80,24 @@ export class App {
     return waitIn(this.lines, subscribe, match, ms, 'an app line', from);
   }
 
+  /** Resolves when the app's process has exited by itself; rejects after `ms`. */
+  async exited(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.exitPromise,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the app did not exit within ${ms} ms`)), ms);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** SIGTERM (the app stops its server), SIGKILL after 10 s. */
   async stop(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const hard = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
     this.child.kill('SIGTERM');
-    await this.exited;
+    await this.exitPromise;
     clearTimeout(hard);
   }
 }

@@ -221,3 +221,15 @@ test('a stopped worker does not make the others hold its backlog without bound: 
     await app.stop();
   }
 });
+
+test('stop() called in a worker stops every worker, each closing its clients with 1001, and the primary exits', async () => {
+  const app = await App.start({ WORKERS: '2' });
+  const [[a], [b]] = await spread(app.port, 2);
+  const mark = app.lines.length;
+  const closes = [a.waitClose(), b.waitClose()];
+  a.ws.send(JSON.stringify({ op: 'stop', id: 0 }));
+  for (const close of await Promise.all(closes)) assert.deepEqual(close, { code: 1001, reason: 'server shutting down' });
+  await app.waitLine((l) => l.workerExit === 0, 5000, mark);
+  await app.waitLine((l) => l.workerExit === 1, 5000, mark);
+  await app.exited(5000);
+});

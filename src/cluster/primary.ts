@@ -185,7 +185,9 @@ export class Primary {
       try {
         for (let id = 0; id < this.workerNum && !this.stopping; id++) {
           const current = [...this.live].find((r) => r.id === id);
-          if (current !== undefined) await this.retire(current);
+          // Not running: a crash restart is already on its way, and it starts fresh.
+          if (current === undefined) continue;
+          await this.retire(current);
           if (this.stopping) break;
           await this.fork(id).ready;
         }
