@@ -28,10 +28,10 @@ export interface Adapter {
   allocateInstanceId(): Promise<number>;
   /** Connects and starts receiving this process's messages. */
   open(host: AdapterHost): Promise<void>;
-  /** Sends to every process of every other instance. */
-  sendAll(message: Buffer): void;
-  /** Sends to the one process with this owner code. */
-  sendTo(owner: number, message: Buffer): void;
+  /** Sends to every process of every other instance; false when the transport is down (the message is lost). */
+  sendAll(message: Buffer): boolean;
+  /** Sends to the one process with this owner code; false when the transport is down (the message is lost). */
+  sendTo(owner: number, message: Buffer): boolean;
   /** Disconnects. */
   close(): Promise<void>;
 }

@@ -144,23 +144,24 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
     );
   }
 
-  sendAll(message: Buffer): void {
-    this.publish(`${this.prefix}all`, message);
+  sendAll(message: Buffer): boolean {
+    return this.publish(`${this.prefix}all`, message);
   }
 
-  sendTo(owner: number, message: Buffer): void {
-    this.publish(`${this.prefix}o:${owner}`, message);
+  sendTo(owner: number, message: Buffer): boolean {
+    return this.publish(`${this.prefix}o:${owner}`, message);
   }
 
-  private publish(channel: string, message: Buffer): void {
+  private publish(channel: string, message: Buffer): boolean {
     const pub = this.pub;
     if (pub === null || this.down || pub.status !== 'ready') {
       this.lost++;
-      return;
+      return false;
     }
     pub.publish(channel, message).catch(() => {
       this.lost++;
     });
+    return true;
   }
 
   async close(): Promise<void> {

@@ -140,7 +140,7 @@ describe('RedisAdapter', () => {
 
   test('when Redis goes away, local delivery goes on and error says so; after it is back, delivery resumes', async () => {
     const { a, b, adapters } = await pair();
-    const { client: ca } = await Listener.open(a);
+    const { client: ca, fd: fa } = await Listener.open(a);
     const { client: cb } = await Listener.open(b);
     try {
       a.broadcast('before');
@@ -152,6 +152,9 @@ describe('RedisAdapter', () => {
       const [error] = await errorOnA;
       assert.match(error.message, /redis adapter: .*delivering locally only/);
       await Promise.all(down);
+      // Nothing is queued for later: another instance's fd cannot be reached now, and says so.
+      assert.equal(b.push(fa, 'lost'), false);
+      await assert.rejects(b.existAsync(fa), /the adapter is down/);
 
       assert.equal(a.broadcast('during the outage'), 1);
       await ca.until('during the outage');

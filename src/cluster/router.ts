@@ -194,9 +194,7 @@ export class Router implements AdapterHost {
       const peer = this.peers.get(slotOf(owner));
       return peer !== undefined && this.sendPeer(peer, head, payload, must);
     }
-    if (this.adapter === null || !this.adapterUp) return false;
-    this.adapter.sendTo(owner, joined(head, payload));
-    return true;
+    return this.adapter !== null && this.adapterUp && this.adapter.sendTo(owner, joined(head, payload));
   }
 
   /** `push` to an fd of another process: true when handed to its owner. */
@@ -232,8 +230,9 @@ export class Router implements AdapterHost {
 
   /**
    * Asks the owner of `fd` (`ASK.*`); resolves with its answer. A gone or
-   * unknown owner answers "no such fd"; a question through the adapter that
-   * gets no answer in 5 s rejects (the adapter may have lost it).
+   * unknown worker answers "no such fd"; a question to another instance
+   * rejects while the adapter is down, or after 5 s without an answer (the
+   * adapter may have lost it).
    */
   ask(fd: number, kind: number, push?: { opcode: number; payload: Buffer | string; fin: boolean; compress: boolean | undefined }): Promise<unknown> {
     const owner = ownerOf(fd);
@@ -245,7 +244,8 @@ export class Router implements AdapterHost {
     const sameInstance = instanceOf(owner) === this.instanceId;
     return new Promise((resolve, reject) => {
       if (!this.route(owner, head, body)) {
-        resolve(goneAnswer(kind));
+        if (sameInstance || this.adapter === null) resolve(goneAnswer(kind));
+        else reject(new Error(`cannot reach the owner of fd ${fd}: the adapter is down`));
         return;
       }
       const pending: Pending = { kind, slot: sameInstance ? slotOf(owner) : -1, resolve, reject, timer: null };
