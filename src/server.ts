@@ -667,7 +667,13 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     this.registry.add(request.fd, connection);
     this.counters.accepted++;
     this.router?.opened(request.fd);
-    this.emit('open', request.fd, request);
+    try {
+      this.emit('open', request.fd, request);
+    } catch (error) {
+      // After the 101 this is a WebSocket: never an HTTP 500 (handleUpgrade's catch).
+      this.listenerFailed(connection, error);
+      return;
+    }
     if (head.length > 0 && connection.state === ReadyState.OPEN) connection.receive(head);
     socket.resume();
   }
@@ -697,7 +703,30 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   /** @internal */
   onMessage(connection: Connection, opcode: number, payload: Buffer): void {
     this.counters.messagesIn++;
-    this.emit('message', new Frame(connection.fd, opcode, payload));
+    try {
+      this.emit('message', new Frame(connection.fd, opcode, payload));
+    } catch (error) {
+      this.listenerFailed(connection, error);
+    }
+  }
+
+  /**
+   * An `open` or `message` listener threw for `connection`. Its state in the
+   * app is unknown now, so it is failed with 1011 and nothing more is
+   * delivered for it (the rest of the chunk is not misparsed). The error goes
+   * to `error` listeners; without any it is rethrown on the next tick, an
+   * uncaught exception, as a throwing listener is anywhere in Node.
+   */
+  private listenerFailed(connection: Connection, error: unknown): void {
+    connection.expire(CloseCode.INTERNAL_ERROR, 'internal error');
+    const failure = error instanceof Error ? error : new Error(String(error));
+    if (this.listenerCount('error') > 0) {
+      this.emit('error', failure, connection.fd);
+    } else {
+      process.nextTick(() => {
+        throw failure;
+      });
+    }
   }
 
   /** @internal */
