@@ -161,21 +161,26 @@ napi_value IsValidUtf8(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// A UTF-8 stream state argument: one utf8Continue can return (UTF8_INVALID
+// only where `allow_invalid`), else a TypeError / RangeError.
+bool GetState(napi_env env, napi_value value, bool allow_invalid, int32_t* out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok) return Fail(env, false, "state must be a number");
+  if (!(d >= INT32_MIN && d <= INT32_MAX) || std::floor(d) != d ||
+      !wavecast::Utf8StateValid(static_cast<int32_t>(d)) || (!allow_invalid && d == kUtf8Invalid)) {
+    return Fail(env, true, allow_invalid ? "state must be 0, UTF8_INVALID or a state utf8Continue returned"
+                                         : "state must be 0 or a state utf8Continue returned before the failure");
+  }
+  *out = static_cast<int32_t>(d);
+  return true;
+}
+
 // utf8Continue(state, buf, start, end): the next state.
 napi_value Utf8Continue(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   Args(env, info, argv);
-  double d;
-  if (napi_get_value_double(env, argv[0], &d) != napi_ok) {
-    Fail(env, false, "state must be a number");
-    return nullptr;
-  }
-  if (!(d >= INT32_MIN && d <= INT32_MAX) || std::floor(d) != d ||
-      !wavecast::Utf8StateValid(static_cast<int32_t>(d))) {
-    Fail(env, true, "state must be 0, UTF8_INVALID or a state utf8Continue returned");
-    return nullptr;
-  }
-  int32_t state = static_cast<int32_t>(d);
+  int32_t state;
+  if (!GetState(env, argv[0], true, &state)) return nullptr;
   Bytes buf;
   size_t start;
   size_t end;
@@ -193,21 +198,13 @@ napi_value Utf8Continue(napi_env env, napi_callback_info info) {
 napi_value Utf8InvalidAt(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   Args(env, info, argv);
-  double d;
-  if (napi_get_value_double(env, argv[0], &d) != napi_ok) {
-    Fail(env, false, "state must be a number");
-    return nullptr;
-  }
-  if (!(d >= INT32_MIN && d <= INT32_MAX) || std::floor(d) != d ||
-      !wavecast::Utf8StateValid(static_cast<int32_t>(d)) || d == kUtf8Invalid) {
-    Fail(env, true, "state must be 0 or a state utf8Continue returned before the failure");
-    return nullptr;
-  }
+  int32_t state;
+  if (!GetState(env, argv[0], false, &state)) return nullptr;
   Bytes buf;
   size_t start;
   size_t end;
   if (!GetRange(env, argv + 1, &buf, &start, &end)) return nullptr;
-  const int64_t at = wavecast::Utf8InvalidAt(static_cast<int32_t>(d), buf.data + start, end - start);
+  const int64_t at = wavecast::Utf8InvalidAt(state, buf.data + start, end - start);
   napi_value result;
   napi_create_double(env, static_cast<double>(at), &result);
   return result;

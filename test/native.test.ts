@@ -200,7 +200,12 @@ describe(named('native argument checks', skipNative), { skip: skipNative }, () =
   test('throws RangeError for a UTF-8 state utf8Continue cannot return', () => {
     for (const state of [-2, 1, 0x41 << 16, (1 << 24) | (0x80 << 16), (2 << 24) | (0xe2 << 16) | (0x41 << 8), (3 << 24) | (0xe2 << 16), 2 ** 31, 0.5]) {
       assert.throws(() => native.utf8Continue(state, buf, 0, 1), RangeError, `state ${state}`);
+      assert.throws(() => native.utf8InvalidAt(state, buf, 0, 1), RangeError, `utf8InvalidAt state ${state}`);
     }
+    // utf8InvalidAt continues from the state before a failure, never from UTF8_INVALID.
+    assert.throws(() => native.utf8InvalidAt(-1, buf, 0, 1), RangeError);
+    assert.throws(() => native.utf8InvalidAt('0' as unknown as number, buf, 0, 1), TypeError);
+    assert.equal(native.utf8Continue(-1, buf, 0, 1), -1, 'utf8Continue accepts UTF8_INVALID and keeps it');
   });
 
   test('reports the SIMD paths it chose for this CPU', () => {
