@@ -5,13 +5,7 @@
 
 #include <cstring>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define WAVECAST_X86 1
-#include <immintrin.h>
-#elif defined(__aarch64__)
-#define WAVECAST_NEON 1
-#include <arm_neon.h>
-#endif
+#include "simd.h"
 
 namespace wavecast {
 namespace {

@@ -211,15 +211,7 @@ export class DeflateShared {
 
   /** @internal A context after a whole message: reset and pooled, or closed if the pool is full. */
   giveInflater(windowBits: number, inflater: Inflater): void {
-    inflater[kOwner] = null;
-    let pool = this.inflaters.get(windowBits);
-    if (pool === undefined) this.inflaters.set(windowBits, (pool = []));
-    if (pool.length < this.options.concurrency) {
-      inflater.reset();
-      pool.push(inflater);
-    } else {
-      this.discard(inflater);
-    }
+    this.release(this.inflaters, windowBits, inflater);
   }
 
   /** @internal */
@@ -238,14 +230,19 @@ export class DeflateShared {
 
   /** @internal */
   giveDeflater(windowBits: number, deflater: Deflater): void {
-    deflater[kOwner] = null;
-    let pool = this.deflaters.get(windowBits);
-    if (pool === undefined) this.deflaters.set(windowBits, (pool = []));
+    this.release(this.deflaters, windowBits, deflater);
+  }
+
+  /** Resets a context into its pool, or closes it when the pool is full. */
+  private release<C extends Inflater | Deflater>(pools: Map<number, C[]>, windowBits: number, context: C): void {
+    context[kOwner] = null;
+    let pool = pools.get(windowBits);
+    if (pool === undefined) pools.set(windowBits, (pool = []));
     if (pool.length < this.options.concurrency) {
-      deflater.reset();
-      pool.push(deflater);
+      context.reset();
+      pool.push(context);
     } else {
-      this.discard(deflater);
+      this.discard(context);
     }
   }
 
