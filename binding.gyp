@@ -6,7 +6,8 @@
         "native/addon.cc",
         "native/mask.cc",
         "native/utf8.cc",
-        "native/write-batch.cc"
+        "native/write-batch.cc",
+        "native/transport.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

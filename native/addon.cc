@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "mask.h"
+#include "transport.h"
 #include "utf8.h"
 #include "write-batch.h"
 
@@ -277,6 +278,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "utf8InvalidAt", Utf8InvalidAt);
 #if defined(WAVECAST_HAVE_WRITE_BATCH)
   Export(env, exports, "writeBatch", WriteBatch);
+#endif
+#if defined(WAVECAST_HAVE_TRANSPORT)
+  NAPI_THROW_IF_FAILED(env, wavecast::InitTransport(env, exports), exports);
 #endif
   Napi::Object simd = Napi::Object::New(env);
   simd.Set("mask", wavecast::MaskImplementation());
