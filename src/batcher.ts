@@ -4,8 +4,9 @@
  * until the end of the turn and then leaves in one write. Connections that
  * were sent the same sequence of frames (a broadcast to everyone, a topic's
  * subscribers) form one group: their bytes are joined once and written to all
- * of them with one native batched call, or one `socket.write` each of the
- * same shared buffer; nothing is copied per recipient.
+ * of them with one native batched call (native transport slots, or the
+ * descriptors of Node sockets), or one `socket.write` each of the same shared
+ * buffer; nothing is copied per recipient unless the kernel refuses it.
  *
  * Grouping is a trie of frames: a connection's position is the node reached
  * by the frames it got this turn, so "same sequence" is "same node", found
@@ -13,20 +14,18 @@
  */
 import { frameLength, type EncodedFrame } from './protocol/frame.js';
 import { writableFd, writeBatch } from './native.js';
+import type { NativeWire } from './transport.js';
+import type { StreamWire, Wire } from './wire.js';
 
 /** What the batcher needs of a connection. */
 export interface Batchable {
   /** Where this connection stands in this turn's trie; null when nothing is pending. */
   batchNode: BatchNode | null;
-  /** Bytes pending in this turn (not yet handed to the socket). */
+  /** Bytes pending in this turn (not yet handed to the wire). */
   pendingBytes: number;
-  /** Writes bytes through the JS stream (after anything already queued there). */
+  /** Writes bytes through the wire (after anything already queued there). */
   writeOut(frames: readonly EncodedFrame[] | Buffer): void;
-  /** Bytes the native path wrote for this connection (for its byte counters). */
-  wroteDirect(bytes: number): void;
-  /** The kernel refused the connection (EPIPE, ECONNRESET...). */
-  writeFailed(): void;
-  readonly socket: import('node:net').Socket;
+  readonly wire: Wire;
 }
 
 /** One node of the trie: the frame that led here from the parent. */
@@ -92,6 +91,9 @@ export class Batcher {
   private touched: Batchable[] = [];
   private fds = new Int32Array(256);
   private results = new Int32Array(256);
+  /** A group's members split by wire kind (reused between groups). */
+  private readonly native: Batchable[] = [];
+  private readonly streams: Batchable[] = [];
   private readonly flushNow = (): void => this.flush();
 
   /** Queues `frame` for `connection` behind what it already has this turn. */
@@ -130,7 +132,7 @@ export class Batcher {
       if (node === null) continue;
       connection.batchNode = null;
       connection.pendingBytes = 0;
-      if (connection.socket.destroyed) continue;
+      if (connection.wire.destroyed) continue;
       if (node.members === null) {
         node.members = [];
         leaves.push(node);
@@ -152,18 +154,57 @@ export class Batcher {
     } else if (bytes <= JOIN_MAX || single !== null) {
       head = join(frames, bytes);
     }
-    if (writeBatch === null || head === null) {
-      const out = head !== null && body === null ? head : frames;
+    if (head === null) {
+      for (const member of members) member.writeOut(frames);
+      return;
+    }
+    const native = this.native;
+    const streams = this.streams;
+    for (const member of members) (member.wire.slot >= 0 ? native : streams).push(member);
+    if (native.length > 0) this.writeSlots(native, head, body);
+    if (streams.length > 0) this.writeStreams(streams, frames, head, body, bytes);
+    native.length = 0;
+    streams.length = 0;
+  }
+
+  private ensureCapacity(count: number): void {
+    if (this.fds.length >= count) return;
+    this.fds = new Int32Array(count * 2);
+    this.results = new Int32Array(count * 2);
+  }
+
+  /** Native transport connections: one call; what the kernel does not take waits in the transport. */
+  private writeSlots(members: readonly Batchable[], head: Buffer, body: Buffer | null): void {
+    this.ensureCapacity(members.length);
+    const slots = this.fds;
+    const count = members.length;
+    for (let i = 0; i < count; i++) slots[i] = members[i].wire.slot;
+    // One transport per server, so one per batcher.
+    members[0].wire.transport!.binding.writeBatch(slots, count, head, this.results, body);
+    const results = this.results;
+    for (let i = 0; i < count; i++) {
+      // -1: the connection failed; its close event follows.
+      if (results[i] >= 0) (members[i].wire as NativeWire).queued = results[i];
+    }
+  }
+
+  /** Node streams: one sendmsg each from the addon when their streams are empty, else `socket.write`. */
+  private writeStreams(
+    members: readonly Batchable[],
+    frames: readonly EncodedFrame[],
+    head: Buffer,
+    body: Buffer | null,
+    bytes: number,
+  ): void {
+    if (writeBatch === null) {
+      const out = body === null ? head : frames;
       for (const member of members) member.writeOut(out);
       return;
     }
-    if (this.fds.length < members.length) {
-      this.fds = new Int32Array(members.length * 2);
-      this.results = new Int32Array(members.length * 2);
-    }
+    this.ensureCapacity(members.length);
     const fds = this.fds;
     let count = 0;
-    for (const member of members) fds[count++] = writableFd(member.socket);
+    for (const member of members) fds[count++] = writableFd(member.wire.socket!);
     writeBatch(fds, count, head, this.results, body);
     const results = this.results;
     for (let i = 0; i < count; i++) {
@@ -172,9 +213,10 @@ export class Batcher {
       if (fds[i] < 0 || written === EAGAIN) {
         member.writeOut(body === null ? head : frames);
       } else if (written < 0) {
-        member.writeFailed();
+        // The kernel refused the socket (peer gone); the close reports 1006.
+        member.wire.destroy();
       } else {
-        member.wroteDirect(written);
+        (member.wire as StreamWire).directBytesOut += written;
         if (written < bytes) member.writeOut(rest(head, body, written));
       }
     }

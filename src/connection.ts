@@ -1,13 +1,12 @@
 /**
- * One WebSocket connection over one socket: its state, the close handshake,
- * fragmented sends, backpressure, and the only calls to `socket.write`. It
- * knows nothing of other connections; what it learns goes to its owner (the
- * server).
+ * One WebSocket connection over one wire (a `net.Socket` or a native
+ * transport slot, see `wire.ts`): its state, the close handshake, fragmented
+ * sends, backpressure, and the only writes to the wire. It knows nothing of
+ * other connections; what it learns goes to its owner (the server).
  *
  * Frames go through the owner's batcher, which holds them to the end of the
  * turn and writes them in one go (see `batcher.ts`).
  */
-import type { Socket } from 'node:net';
 import type { BatchNode, Batcher, Batchable } from './batcher.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';
@@ -15,6 +14,7 @@ import { isValidUtf8, utf8FailureOffset } from './native.js';
 import { Parser, type ParserHandler } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
+import type { Wire, WireSink } from './wire.js';
 
 /** Life cycle of a connection after its opening handshake. */
 export const ReadyState = {
@@ -43,33 +43,17 @@ export interface ConnectionOwner {
   onDrain(connection: Connection): void;
 }
 
-const kConnection = Symbol('wavecast.connection');
-type OwnedSocket = Socket & { [kConnection]?: Connection };
-
-// One set of socket listeners shared by all connections (no closures per socket).
-function onSocketData(this: OwnedSocket, chunk: Buffer): void {
-  this[kConnection]!.receive(chunk);
-}
-function onSocketEnd(this: OwnedSocket): void {
-  this[kConnection]!.peerEnded();
-}
-function onSocketClose(this: OwnedSocket): void {
-  this[kConnection]!.socketClosed();
-}
-const NOTHING = Buffer.alloc(0);
-
 /**
  * After a drop: reports `drain` once the connection's user-space queue is
- * empty. While the stream holds bytes, an empty write queued behind them
- * calls back when they are out; bytes still pending in this turn's batch are
- * looked at again on the next turn. Costs nothing on connections that never
- * dropped.
+ * empty. While the wire holds bytes it calls back when they are out; bytes
+ * still pending in this turn's batch are looked at again on the next turn.
+ * Costs nothing on connections that never dropped.
  */
 function checkDrain(connection: Connection): void {
   if (!connection.wantDrain || connection.state === ReadyState.CLOSED) return;
-  const socket = connection.socket;
-  if (socket.writableLength > 0) {
-    socket.write(NOTHING, () => checkDrain(connection));
+  const wire = connection.wire;
+  if (wire.queued > 0) {
+    wire.whenDrained(() => checkDrain(connection));
   } else if (connection.pendingBytes > 0) {
     setImmediate(checkDrain, connection);
   } else {
@@ -77,11 +61,8 @@ function checkDrain(connection: Connection): void {
     connection.owner.onDrain(connection);
   }
 }
-function onSocketError(): void {
-  // ECONNRESET, EPIPE and the like: 'close' follows and reports 1006.
-}
 function onCloseTimeout(connection: Connection): void {
-  connection.socket.destroy();
+  connection.wire.destroy();
 }
 
 /** A data message waiting behind a compression in flight: a ready frame, or (`frame` null) one to compress. */
@@ -96,10 +77,11 @@ const NO_DATA = Buffer.alloc(0);
 
 /**
  * State held per connection. Budget: the fields below plus the parser
- * (about 15 fields), a `net.Socket`, and no per-connection closures or timers
- * except during a close handshake.
+ * (about 15 fields) and the wire (a native slot: 10 fields; or a
+ * `net.Socket`), and no per-connection closures or timers except during a
+ * close handshake.
  */
-export class Connection<Data = unknown> implements ParserHandler, Batchable {
+export class Connection<Data = unknown> implements ParserHandler, Batchable, WireSink {
   state: number = ReadyState.OPEN;
   /** Time of the last bytes received (ms since epoch), for the heartbeat. */
   lastReceive: number;
@@ -109,15 +91,11 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
   messagesOut = 0;
   batchNode: BatchNode | null = null;
   pendingBytes = 0;
-  /** Bytes written by the native batched write, which bypasses `socket.bytesWritten`. */
-  private directBytesOut = 0;
   /** A message was dropped: report `drain` when the queue is empty again. */
   wantDrain = false;
   /** Topics this connection is subscribed to (owned by the server's pub/sub). */
   topics: Set<string> | null = null;
   readonly connectTime: number;
-  readonly remoteAddress: string;
-  readonly remotePort: number;
 
   private readonly parser: Parser;
   /** A fragmented message is being sent: data messages wait behind it. */
@@ -138,7 +116,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
 
   constructor(
     readonly fd: number,
-    readonly socket: Socket,
+    readonly wire: Wire,
     readonly owner: ConnectionOwner,
     /** The negotiated subprotocol, or '' for none. */
     readonly protocol: string,
@@ -148,27 +126,30 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     readonly deflate: PerMessageDeflate | null = null,
   ) {
     this.connectTime = this.lastReceive = Date.now();
-    this.remoteAddress = socket.remoteAddress ?? '';
-    this.remotePort = socket.remotePort ?? 0;
     this.parser = new Parser(this, owner.maxPayload, deflate !== null);
-    const owned = socket as OwnedSocket;
-    owned[kConnection] = this;
-    socket.setNoDelay(true);
-    socket.setTimeout(0);
-    socket.on('data', onSocketData);
-    socket.on('end', onSocketEnd);
-    socket.on('close', onSocketClose);
-    socket.on('error', onSocketError);
+    wire.attach(this);
   }
 
-  /** Bytes queued in user space for this socket (this turn's and the stream's), not yet in the kernel. */
+  get remoteAddress(): string {
+    return this.wire.remoteAddress;
+  }
+  get remotePort(): number {
+    return this.wire.remotePort;
+  }
+
+  /** Bytes queued in user space for this connection (this turn's and the wire's), not yet in the kernel. */
   get bufferedAmount(): number {
-    return this.socket.writableLength + this.pendingBytes + this.deferredBytes;
+    return this.wire.queued + this.pendingBytes + this.deferredBytes;
   }
 
   /** Bytes sent to the client so far. */
   get bytesOut(): number {
-    return this.socket.bytesWritten + this.directBytesOut;
+    return this.wire.bytesWritten;
+  }
+
+  /** Bytes received from the client so far. */
+  get bytesIn(): number {
+    return this.wire.bytesRead;
   }
 
   /** Feeds received bytes to the parser (also bytes that came with the upgrade request). */
@@ -183,33 +164,10 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     this.owner.batcher.append(this, frame);
   }
 
-  /** Batchable: hands bytes to the socket's stream, as one write where possible. */
+  /** Batchable: hands bytes to the wire, as one write where possible. */
   writeOut(frames: readonly EncodedFrame[] | Buffer): void {
-    const socket = this.socket;
-    if (Buffer.isBuffer(frames)) {
-      socket.write(frames);
-      return;
-    }
-    socket.cork();
-    for (const frame of frames) {
-      if (Buffer.isBuffer(frame)) {
-        socket.write(frame);
-      } else {
-        socket.write(frame[0]);
-        socket.write(frame[1]);
-      }
-    }
-    socket.uncork();
-  }
-
-  /** Batchable */
-  wroteDirect(bytes: number): void {
-    this.directBytesOut += bytes;
-  }
-
-  /** Batchable: the kernel refused the socket (peer gone); the close reports 1006. */
-  writeFailed(): void {
-    this.socket.destroy();
+    if (Buffer.isBuffer(frames)) this.wire.write(frames);
+    else this.wire.writeFrames(frames);
   }
 
   /**
@@ -363,21 +321,21 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     this.failed = true;
     this.parser.stop();
     this.owner.batcher.flushOne(this);
-    this.socket.destroySoon();
+    this.wire.destroySoon();
     this.startCloseTimer();
   }
 
   /** Ends our side of TCP after what is pending this turn. */
   private endSocket(): void {
     this.owner.batcher.flushOne(this);
-    this.socket.end();
+    this.wire.end();
   }
 
   /** Closes the TCP connection at once, without a closing handshake. */
   destroy(): void {
     this.state = ReadyState.CLOSING;
     this.parser.stop();
-    this.socket.destroy();
+    this.wire.destroy();
   }
 
   private sendClose(code: number, reason: string): void {
@@ -429,7 +387,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
     // Hold further input until this fragment is inflated: messages stay in
     // order and nothing piles up in memory while zlib works.
     this.parser.pause();
-    this.socket.pause();
+    this.wire.pause();
     this.deflate!.decompress(payload, fin, (error, message) => this.inflated(opcode, error, message));
   }
 
@@ -443,12 +401,12 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable {
       this.parser.stop();
       this.onError(error);
       // Read on (and ignore) so the peer's close is seen.
-      this.socket.resume();
+      this.wire.resume();
       return;
     }
     if (message !== null) this.onMessage(opcode, message);
     if (this.parser.stopped) return;
-    this.socket.resume();
+    this.wire.resume();
     this.parser.resume();
   }
 

@@ -33,6 +33,33 @@ export type WriteBatch = (
   body?: Uint8Array | null,
 ) => void;
 
+/**
+ * The native transport's handle (see `native/transport.cc` and
+ * `transport.ts`, its only user). Slots name connections; every method is a
+ * no-op (or returns -1 / false) for a slot that is not pending or open.
+ */
+export interface TransportBinding {
+  /** Events of the current batch: type, slot, a, b (int32 each). */
+  readonly events: Int32Array;
+  listen(host: string, port: number, backlog: number, ipv6Only: boolean): number;
+  closeListener(): void;
+  /** Bytes queued for the slot afterwards, or -1 when it is not open. */
+  write(slot: number, head: Uint8Array, body: Uint8Array | null): number;
+  writeBatch(slots: Int32Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
+  accept(slot: number, headLength: number, response: Uint8Array): boolean;
+  reject(slot: number, headLength: number, response: Uint8Array): boolean;
+  release(slot: number): number;
+  end(slot: number): void;
+  destroySoon(slot: number): void;
+  destroy(slot: number): void;
+  pause(slot: number): void;
+  resume(slot: number): void;
+  bytesOut(slot: number): number;
+  peer(slot: number): [string, number] | undefined;
+  sweep(age: number): number;
+  close(): void;
+}
+
 /** The functions the addon exports (see `native/addon.cc`). */
 export interface Addon {
   unmask(buf: Uint8Array, start: number, end: number, mask: number): void;
@@ -49,12 +76,14 @@ export interface Addon {
   utf8InvalidAt(state: number, buf: Uint8Array, start: number, end: number): number;
   /** Absent where the platform has no socket descriptors to write to (not Linux). */
   writeBatch?: WriteBatch;
+  /** Absent where there is no epoll (not Linux). `callback(count, data)` gets each batch of events. */
+  createTransport?: (callback: (count: number, data: Buffer | undefined) => void) => TransportBinding;
   /** The SIMD code paths the addon picked for this CPU. */
   simd: { mask: string; utf8: string };
 }
 
-function disabledByEnv(): boolean {
-  const v = process.env.WAVECAST_NO_NATIVE;
+function disabledByEnv(name = 'WAVECAST_NO_NATIVE'): boolean {
+  const v = process.env[name];
   return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
 }
 
@@ -138,6 +167,16 @@ export const utf8Continue: Addon['utf8Continue'] = addon
  * `socket.write()`. Pass only descriptors from {@link writableFd}.
  */
 export const writeBatch: WriteBatch | null = addon?.writeBatch ?? null;
+
+/**
+ * The native transport's constructor, or `null` with the JS backend, without
+ * epoll, or with `WAVECAST_NO_NATIVE_TRANSPORT` set (the addon's other
+ * functions still run); then the server listens with Node's net and http
+ * modules.
+ */
+export const createTransport: NonNullable<Addon['createTransport']> | null = disabledByEnv('WAVECAST_NO_NATIVE_TRANSPORT')
+  ? null
+  : (addon?.createTransport ?? null);
 
 /** The parts of a libuv stream handle that {@link writableFd} reads. */
 interface StreamHandle {

@@ -5,9 +5,10 @@
  */
 import cluster from 'node:cluster';
 import { EventEmitter } from 'node:events';
-import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { isIP, Server as NetServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TlsOptions } from 'node:tls';
 import type { Adapter } from './adapter.js';
@@ -30,6 +31,9 @@ import { Topics } from './pubsub.js';
 import { Frame } from './received-frame.js';
 import { Registry } from './registry.js';
 import { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
+import { armHandshakeTimer, disarmHandshakeTimer, NativeHandshake, SocketHandshake, type Handshake } from './handshake-io.js';
+import { parseRequestHead, type RequestHead } from './protocol/http-head.js';
+import { NativeTransport, nativeTransportAvailable, type NativeWire } from './transport.js';
 
 /** Server settings. Times are in milliseconds. */
 export interface ServerOptions {
@@ -93,6 +97,15 @@ export interface ServerOptions {
   adapter?: Adapter;
   /** This instance's id among those joined by an adapter (1-255); by default the adapter hands one out. */
   instanceId?: number;
+  /**
+   * Serve plain-TCP connections from the addon's native transport (Linux
+   * with the addon; the default there): no `net.Socket` per WebSocket, about
+   * a fifth of the memory per connection, handshakes without Node's HTTP
+   * parser. Plain HTTP requests still go to Node's http.Server and the
+   * `request` event. `false` uses Node's net and http modules throughout, as
+   * with TLS, an attached server, `noServer` and workers.
+   */
+  nativeTransport?: boolean;
 }
 
 /** Options of `broadcast`. */
@@ -148,6 +161,8 @@ export interface ClientInfo {
 /** What `stats()` returns. */
 export interface ServerStats {
   backend: Backend;
+  /** What the listener runs on: the addon's native transport, or Node's net and http modules. */
+  transport: 'native' | 'node';
   /** Connections open now (including those closing). */
   connections: number;
   /** Upgrades accepted since start. */
@@ -202,24 +217,18 @@ const MiB = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
 /** One empty ping frame shared by every heartbeat ping (so a sweep's pings batch as one group). */
 const HEARTBEAT_PING = encodeFrame(OPCODE.PING, EMPTY);
-const kHandshakeTimer = Symbol('wavecast.handshakeTimer');
-type PendingSocket = Duplex & { [kHandshakeTimer]?: NodeJS.Timeout };
-
-function clearHandshakeTimer(socket: PendingSocket): void {
-  const timer = socket[kHandshakeTimer];
-  if (timer !== undefined) {
-    clearTimeout(timer);
-    socket[kHandshakeTimer] = undefined;
-  }
-}
-function onPendingClose(this: PendingSocket): void {
-  clearHandshakeTimer(this);
-}
-function onHandshakeTimeout(socket: PendingSocket): void {
-  socket[kHandshakeTimer] = undefined;
-  socket.destroy();
-}
 function ignoreError(): void {}
+
+/** Listens with Node's own net server (TLS, no addon, `nativeTransport: false`). */
+function listenNode(server: http.Server | https.Server, options: ServerOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: options.port ?? 0, host: options.host, backlog: options.backlog }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+}
 
 function checkTime(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -292,6 +301,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   private readonly workerNum: number;
   /** Other workers and instances (see `cluster/router.ts`); null for a lone process. */
   private router: Router | null = null;
+  /** The native transport when it listens (see `nativeTransport`). */
+  private transport: NativeTransport | null = null;
   private membership: Membership | null = null;
   private primary: Primary | null = null;
 
@@ -303,7 +314,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     this.handleUpgrade(req, socket, head);
   };
   private readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    clearHandshakeTimer(req.socket as PendingSocket);
+    disarmHandshakeTimer(req.socket);
     if (hasToken(req.headers.upgrade, 'websocket')) {
       // Looks like a WebSocket handshake, but Node saw no `Connection: Upgrade`.
       this.counters.rejected++;
@@ -325,7 +336,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     res.end(body);
   };
   private readonly onConnection = (socket: Socket): void => {
-    this.armHandshakeTimer(socket);
+    armHandshakeTimer(socket, this.handshakeTimeout);
   };
   private readonly onClientError = (error: NodeJS.ErrnoException, socket: Duplex): void => {
     // Not HTTP, or malformed HTTP: answer 400 (431 for oversized headers) and close.
@@ -423,22 +434,86 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       server.on('connection', this.onConnection);
       server.on('clientError', this.onClientError);
       server.on('tlsClientError', ignoreError);
-      await new Promise<void>((resolve, reject) => {
-        const onError = (error: Error): void => {
-          this.started = false;
-          this.httpServer = null;
-          reject(error);
-        };
-        server.once('error', onError);
-        server.listen({ port: options.port ?? 0, host: options.host, backlog: options.backlog }, () => {
-          server.removeListener('error', onError);
-          resolve();
-        });
-      });
+      try {
+        if (this.usesNativeTransport()) await this.listenNative(server);
+        else await listenNode(server, options);
+      } catch (error) {
+        this.started = false;
+        this.httpServer = null;
+        throw error;
+      }
     }
     this.heartbeat.start();
     this.membership?.listening(this.port);
   }
+
+  private usesNativeTransport(): boolean {
+    const host = this.options.host;
+    return (
+      this.options.nativeTransport !== false &&
+      nativeTransportAvailable &&
+      this.options.tls === undefined &&
+      this.workerNum === 1 &&
+      // Scoped IPv6 addresses (fe80::1%eth0) are Node's to bind.
+      (host === undefined || !host.includes('%'))
+    );
+  }
+
+  /**
+   * Listens with the native transport. `server` never listens itself: it
+   * gets the connections that are plain HTTP, as if it had accepted them.
+   */
+  private async listenNative(server: http.Server): Promise<void> {
+    const transport = new NativeTransport({ onHead: this.onNativeHead, onHttp: this.onNativeHttp }, this.handshakeTimeout);
+    const { port = 0, backlog } = this.options;
+    try {
+      const host = this.options.host;
+      if (host === undefined) {
+        // Node's default: IPv6 any-address taking IPv4 too, or IPv4 alone without IPv6.
+        try {
+          transport.listen('::', port, backlog, false);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error;
+          transport.listen('0.0.0.0', port, backlog, false);
+        }
+      } else {
+        const address = isIP(host) !== 0 ? host : (await lookup(host)).address;
+        transport.listen(address, port, backlog, false);
+      }
+    } catch (error) {
+      transport.close();
+      throw error;
+    }
+    this.transport = transport;
+    // http.Server tracks its connections (closeAllConnections, request
+    // timeouts) from its 'listening' event on.
+    server.emit('listening');
+  }
+
+  private readonly onNativeHead = (wire: NativeWire, head: Buffer): void => {
+    const transport = this.transport!;
+    const req = parseRequestHead(head);
+    // Only clean WebSocket upgrades stay native; anything else is Node's http.Server's to answer.
+    if (
+      req === null ||
+      !hasToken(req.headers.upgrade as string | undefined, 'websocket') ||
+      !hasToken(req.headers.connection as string | undefined, 'upgrade')
+    ) {
+      transport.release(wire);
+      return;
+    }
+    this.decide(req, new NativeHandshake(transport, wire, head.length));
+  };
+
+  private readonly onNativeHttp = (socket: Socket): void => {
+    const server = this.httpServer;
+    if (server === null || this.stopping) {
+      socket.destroy();
+      return;
+    }
+    (socket as Socket & { server: unknown }).server = server;
+    server.emit('connection', socket);
+  };
 
   /** The primary of `workerNum` workers: forks them and waits until they all listen. */
   private async startPrimary(): Promise<void> {
@@ -491,6 +566,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   /** The port listened on (or of the attached server); 0 before `start()`. */
   get port(): number {
     if (this.primary !== null) return this.primary.port;
+    if (this.transport !== null) return this.transport.port;
     const address = this.httpServer?.address();
     return address !== null && typeof address === 'object' ? (address as AddressInfo).port : 0;
   }
@@ -515,6 +591,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     if (this.membership !== null && this.httpServer !== null && this.ownsHttpServer) await this.drainHandshakes(this.httpServer);
     this.stopping = true;
     this.heartbeat.stop();
+    this.transport?.closeListener();
     const server = this.httpServer;
     const closed =
       server !== null && this.ownsHttpServer
@@ -539,6 +616,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       for (const connection of this.registry.values()) connection.destroy();
       await this.allClosed();
     }
+    this.transport?.close();
+    this.transport = null;
     if (server !== null && this.ownsHttpServer) {
       server.closeAllConnections();
       server.removeListener('request', this.onRequest);
@@ -576,54 +655,49 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
 
   // --- handshake --------------------------------------------------------------------
 
-  private armHandshakeTimer(socket: PendingSocket): void {
-    if (this.handshakeTimeout <= 0 || socket[kHandshakeTimer] !== undefined) return;
-    const timer = setTimeout(onHandshakeTimeout, this.handshakeTimeout, socket);
-    timer.unref();
-    socket[kHandshakeTimer] = timer;
-    socket.once('close', onPendingClose);
-  }
-
   /**
    * Takes over an upgrade request, as from an `http.Server`'s `'upgrade'`
    * event: validates it, runs the `handshake` hook, and answers 101 (then
    * `open`) or an HTTP error.
    */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer = EMPTY): void {
-    this.upgrade(req, socket, head).catch((error: unknown) => {
-      this.reject(socket, 500);
+    this.decide(req, new SocketHandshake(socket, head, this.handshakeTimeout));
+  }
+
+  /** Runs a handshake to its answer; an unexpected failure before the 101 answers 500. */
+  private decide(req: RequestHead | IncomingMessage, handshake: Handshake): void {
+    this.upgrade(req, handshake).catch((error: unknown) => {
+      this.reject(handshake, 500);
       this.reportError(error instanceof Error ? error : new Error(String(error)));
     });
   }
 
-  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    this.armHandshakeTimer(socket);
-    socket.on('error', ignoreError);
-    if (this.stopping) return this.reject(socket, 503, 'server shutting down');
+  private async upgrade(req: RequestHead | IncomingMessage, handshake: Handshake): Promise<void> {
+    if (this.stopping) return this.reject(handshake, 503, 'server shutting down');
     const check = checkUpgrade(req);
-    if (!check.ok) return this.reject(socket, check.status, check.message, check.headers);
+    if (!check.ok) return this.reject(handshake, check.status, check.message, check.headers);
     if (this.options.path !== undefined && pathOf(req.url) !== this.options.path) {
-      return this.reject(socket, 400, `no WebSocket endpoint at ${pathOf(req.url)}`);
+      return this.reject(handshake, 400, `no WebSocket endpoint at ${pathOf(req.url)}`);
     }
     if (this.registry.size + this.upgrading >= this.maxConnections) {
-      return this.reject(socket, 503, 'too many connections');
+      return this.reject(handshake, 503, 'too many connections');
     }
     let extensions: DeflateAgreement | null = null;
-    const offered = req.headers['sec-websocket-extensions'];
+    // Only set-cookie is ever an array.
+    const offered = req.headers['sec-websocket-extensions'] as string | undefined;
     if (this.deflateShared !== null && offered !== undefined) {
       const offers = parseExtensions(offered);
-      if (offers === null) return this.reject(socket, 400, 'malformed Sec-WebSocket-Extensions header');
+      if (offers === null) return this.reject(handshake, 400, 'malformed Sec-WebSocket-Extensions header');
       extensions = negotiateDeflate(offers, this.deflateShared.options);
     }
     const supported = this.options.subprotocols;
     const protocol = supported ? (check.protocols.find((p) => supported.includes(p)) ?? '') : '';
-    const tcp = socket as Socket;
     const request = new UpgradeRequest<Data>(
       this.registry.allocate(),
       req.url ?? '/',
-      req.headers,
-      tcp.remoteAddress ?? '',
-      tcp.remotePort ?? 0,
+      req.headers as IncomingHttpHeaders,
+      handshake.remoteAddress,
+      handshake.remotePort,
       check.protocols,
       protocol,
       undefined as Data,
@@ -641,57 +715,52 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       }
       if (response.rejection !== null) {
         const { status, body, headers } = response.rejection;
-        return this.reject(socket, status, body, headers);
+        return this.reject(handshake, status, body, headers);
       }
-      if (socket.destroyed || this.stopping) return this.reject(socket, 503, 'server shutting down');
+      if (handshake.destroyed || this.stopping) return this.reject(handshake, 503, 'server shutting down');
       extraHeaders = response.headers;
     }
-    this.accept(tcp, request, check.key, head, extraHeaders, extensions);
+    this.accept(handshake, request, check.key, extraHeaders, extensions);
   }
 
   private accept(
-    socket: Socket,
+    handshake: Handshake,
     request: UpgradeRequest<Data>,
     key: string,
-    head: Buffer,
     headers: OutgoingHttpHeaders | undefined,
     extensions: DeflateAgreement | null,
   ): void {
     const response = acceptResponse(key, request.protocol, headers, extensions?.response);
-    clearHandshakeTimer(socket);
-    socket.removeListener('close', onPendingClose);
-    socket.removeListener('error', ignoreError);
-    socket.write(response);
+    const wire = handshake.open(response);
+    // Gone before the 101 went out: nothing was opened.
+    if (wire === null) return;
     const deflate = extensions === null ? null : new PerMessageDeflate(this.deflateShared!, extensions.params);
-    const connection = new Connection<Data>(request.fd, socket, this, request.protocol, request.data, deflate);
+    const connection = new Connection<Data>(request.fd, wire, this, request.protocol, request.data, deflate);
     this.registry.add(request.fd, connection);
     this.counters.accepted++;
     this.router?.opened(request.fd);
     try {
       this.emit('open', request.fd, request);
     } catch (error) {
-      // After the 101 this is a WebSocket: never an HTTP 500 (handleUpgrade's catch).
+      // After the 101 this is a WebSocket: never an HTTP 500 (decide()'s catch).
       this.listenerFailed(connection, error);
       return;
     }
-    if (head.length > 0 && connection.state === ReadyState.OPEN) connection.receive(head);
-    socket.resume();
+    handshake.started(connection);
   }
 
-  private reject(socket: Duplex, status: number, body?: string, headers?: OutgoingHttpHeaders): void {
+  private reject(handshake: Handshake, status: number, body?: string, headers?: OutgoingHttpHeaders): void {
     this.counters.rejected++;
-    if (socket.writable) {
-      try {
-        socket.end(rejectResponse(status, body, headers));
-      } catch (error) {
-        // A hook's invalid header: answer without it.
-        socket.end(rejectResponse(500));
-        this.reportError(error as Error);
-      }
+    if (handshake.destroyed) return;
+    let response: string;
+    try {
+      response = rejectResponse(status, body, headers);
+    } catch (error) {
+      // A hook's invalid header: answer without it.
+      response = rejectResponse(500);
+      this.reportError(error as Error);
     }
-    // Keep reading so the client's FIN is seen; the handshake timer destroys a client that lingers.
-    socket.on('end', () => socket.destroy());
-    socket.resume();
+    handshake.refuse(response);
   }
 
   private reportError(error: Error, fd?: number): void {
@@ -752,7 +821,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     const counters = this.counters;
     counters.closed++;
     counters.messagesOut += connection.messagesOut;
-    counters.bytesIn += connection.socket.bytesRead;
+    counters.bytesIn += connection.bytesIn;
     counters.bytesOut += connection.bytesOut;
     this.router?.closed(connection.fd);
     this.emit('close', connection.fd, code, reason, wasClean);
@@ -1046,7 +1115,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
       remotePort: c.remotePort,
       connectTime: c.connectTime,
       lastReceiveTime: c.lastReceive,
-      bytesIn: c.socket.bytesRead,
+      bytesIn: c.bytesIn,
       bytesOut: c.bytesOut,
       messagesIn: c.messagesIn,
       messagesOut: c.messagesOut,
@@ -1063,11 +1132,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     const totals = { ...this.counters };
     for (const c of this.registry.values()) {
       totals.messagesOut += c.messagesOut;
-      totals.bytesIn += c.socket.bytesRead;
+      totals.bytesIn += c.bytesIn;
       totals.bytesOut += c.bytesOut;
     }
     return {
       backend,
+      transport: this.transport !== null ? 'native' : 'node',
       connections: this.registry.size,
       ...totals,
       errors: { ...this.errorCounts },

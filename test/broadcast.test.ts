@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { OPCODE, backend, type Frame, type Server, type ServerOptions } from '../src/index.js';
+import { Batcher } from '../src/batcher.js';
 import { Connection } from '../src/connection.js';
 import { closeEvent, lastFd, RawClient, startServer, waitFor } from './helpers.js';
 
@@ -371,33 +372,38 @@ describe('topics', () => {
 });
 
 /**
- * Counts writes per fd by wrapping the two ways the batcher hands a
- * connection its bytes: `writeOut` (the JS stream: one `socket.write`, or
- * several under one cork, which libuv sends as one writev) and `wroteDirect`
- * (the native batched `sendmsg` took bytes for it). A native write that the
- * kernel took only in part is followed, in the same flush, by a `writeOut` of
- * the rest for the same connection: that is still one flush, counted once.
+ * Counts writes per fd by wrapping the ways the batcher hands a connection
+ * its bytes: `Connection.writeOut` (one wire write, or several under one
+ * cork, which libuv sends as one writev) and the batched group writes
+ * (`writeSlots` for native transport slots, `writeStreams` for Node sockets:
+ * one sendmsg per member). Inside a group write, a member's `writeOut` of
+ * what the kernel did not take is part of the same write, not another one.
  */
 function spyWrites(): { count(fd: number): number; reset(): void; restore(): void } {
   const proto = Connection.prototype;
-  const { writeOut, wroteDirect } = proto;
+  type Group = (this: Batcher, members: readonly Connection[], ...rest: unknown[]) => void;
+  const batcher = Batcher.prototype as unknown as Record<'writeSlots' | 'writeStreams', Group>;
+  const { writeOut } = proto;
+  const { writeSlots, writeStreams } = batcher;
   const counts = new Map<number, number>();
-  let partial: Connection | null = null;
+  let inGroup = false;
   const count = (fd: number): void => {
     counts.set(fd, (counts.get(fd) ?? 0) + 1);
   };
-  proto.wroteDirect = function (this: Connection, bytes: number): void {
-    count(this.fd);
-    // The rest of a partial write follows synchronously or not at all.
-    partial = this;
-    process.nextTick(() => {
-      partial = null;
-    });
-    wroteDirect.call(this, bytes);
-  };
+  const wrapGroup = (original: Group): Group =>
+    function (this: Batcher, members, ...rest) {
+      for (const member of members) count(member.fd);
+      inGroup = true;
+      try {
+        original.call(this, members, ...rest);
+      } finally {
+        inGroup = false;
+      }
+    };
+  batcher.writeSlots = wrapGroup(writeSlots);
+  batcher.writeStreams = wrapGroup(writeStreams);
   proto.writeOut = function (this: Connection, frames: Parameters<Connection['writeOut']>[0]): void {
-    if (partial === this) partial = null;
-    else count(this.fd);
+    if (!inGroup) count(this.fd);
     writeOut.call(this, frames);
   };
   return {
@@ -405,7 +411,8 @@ function spyWrites(): { count(fd: number): number; reset(): void; restore(): voi
     reset: () => counts.clear(),
     restore: () => {
       proto.writeOut = writeOut;
-      proto.wroteDirect = wroteDirect;
+      batcher.writeSlots = writeSlots;
+      batcher.writeStreams = writeStreams;
     },
   };
 }

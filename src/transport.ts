@@ -1,0 +1,271 @@
+/**
+ * The JS side of the native transport (`native/transport.cc`): the server's
+ * own listener on Linux with the addon, for plain TCP. The addon accepts,
+ * peeks at each request head, and reports in batches; this file turns the
+ * batches into calls on the server (a head to decide, a descriptor for
+ * Node's http.Server) and on connections (data, end, drain, close).
+ *
+ * A connection here is a `NativeWire`: a slot number and a few counters. It
+ * has no `net.Socket`, no libuv handle and no stream state, which is where
+ * most of a Node socket's memory goes.
+ */
+import { Socket } from 'node:net';
+import type { EncodedFrame } from './protocol/frame.js';
+import { createTransport, type TransportBinding } from './native.js';
+import type { Wire, WireSink } from './wire.js';
+
+// Event types (native/transport.cc).
+const EV_HEAD = 1;
+const EV_HTTP = 2;
+const EV_DATA = 3;
+const EV_END = 4;
+const EV_CLOSE = 5;
+const EV_DRAIN = 6;
+
+/** What the transport hands its server. */
+export interface TransportHandler {
+  /**
+   * A complete GET request head arrived. The server answers with
+   * `transport.accept()`, `reject()` or `release()`; until then the slot is
+   * pending and `wire.destroyed` turns true if the client goes away.
+   */
+  onHead(wire: NativeWire, head: Buffer): void;
+  /** A connection that is not a WebSocket handshake, as a socket for Node's http.Server. */
+  onHttp(socket: Socket): void;
+}
+
+/** Whether this process can run the native transport. */
+export const nativeTransportAvailable = createTransport !== null;
+
+/** One connection of the native transport. */
+export class NativeWire implements Wire {
+  readonly socket = null;
+  destroyed = false;
+  queued = 0;
+  bytesRead = 0;
+  remoteAddress = '';
+  remotePort = 0;
+  private sink: WireSink | null = null;
+  private drained: (() => void) | null = null;
+  /** bytesOut at close, when the slot is gone. */
+  private finalBytesOut = -1;
+
+  constructor(
+    readonly transport: NativeTransport,
+    readonly slot: number,
+  ) {}
+
+  get bytesWritten(): number {
+    return this.finalBytesOut >= 0 ? this.finalBytesOut : this.transport.binding.bytesOut(this.slot);
+  }
+
+  attach(sink: WireSink): void {
+    this.sink = sink;
+  }
+
+  write(data: Buffer): void {
+    if (this.destroyed) return;
+    const queued = this.transport.binding.write(this.slot, data, null);
+    if (queued >= 0) this.queued = queued;
+  }
+
+  writeFrames(frames: readonly EncodedFrame[]): void {
+    const binding = this.transport.binding;
+    for (const frame of frames) {
+      if (this.destroyed) return;
+      const queued = Buffer.isBuffer(frame)
+        ? binding.write(this.slot, frame, null)
+        : binding.write(this.slot, frame[0], frame[1]);
+      if (queued >= 0) this.queued = queued;
+    }
+  }
+
+  end(): void {
+    if (!this.destroyed) this.transport.binding.end(this.slot);
+  }
+  destroySoon(): void {
+    if (!this.destroyed) this.transport.binding.destroySoon(this.slot);
+  }
+  destroy(): void {
+    if (!this.destroyed) this.transport.binding.destroy(this.slot);
+  }
+  pause(): void {
+    if (!this.destroyed) this.transport.binding.pause(this.slot);
+  }
+  resume(): void {
+    if (!this.destroyed) this.transport.binding.resume(this.slot);
+  }
+
+  whenDrained(callback: () => void): void {
+    if (this.queued === 0 || this.destroyed) setImmediate(callback);
+    else this.drained = callback;
+  }
+
+  /** @internal events from the transport */
+  received(chunk: Buffer): void {
+    this.bytesRead += chunk.length;
+    this.sink?.receive(chunk);
+  }
+  /** @internal */
+  ended(): void {
+    this.sink?.peerEnded();
+  }
+  /** @internal */
+  emptied(): void {
+    this.queued = 0;
+    const drained = this.drained;
+    this.drained = null;
+    drained?.();
+  }
+  /** @internal */
+  closed(): void {
+    this.finalBytesOut = this.transport.binding.bytesOut(this.slot);
+    this.destroyed = true;
+    this.queued = 0;
+    this.drained = null;
+    this.sink?.socketClosed();
+  }
+}
+
+/** A listener and its connections in the native transport. */
+export class NativeTransport {
+  /** @internal */
+  readonly binding: TransportBinding;
+  private readonly events: Int32Array;
+  /** Pending and open connections by slot. */
+  private readonly wires: (NativeWire | undefined)[] = [];
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private listenPort = 0;
+  private closed = false;
+
+  /** Throws when the addon has no transport (see `nativeTransportAvailable`). */
+  constructor(
+    private readonly handler: TransportHandler,
+    /** Connections still in their handshake after this many ms are closed (0: never). */
+    private readonly handshakeTimeout: number,
+  ) {
+    if (createTransport === null) throw new Error('the native transport is not available');
+    this.binding = createTransport(this.onEvents);
+    this.events = this.binding.events;
+  }
+
+  /** Listens on a numeric address; returns the port. Throws errors like `net.Server`'s (code EADDRINUSE...). */
+  listen(host: string, port: number, backlog: number | undefined, ipv6Only: boolean): number {
+    this.listenPort = this.binding.listen(host, port, backlog ?? 511, ipv6Only);
+    if (this.handshakeTimeout > 0) {
+      // One sweep for every connection in its handshake: closes it within
+      // 1.25x the timeout, without a timer per connection.
+      const every = Math.max(10, Math.min(1000, Math.floor(this.handshakeTimeout / 4)));
+      this.sweepTimer = setInterval(() => this.binding.sweep(this.handshakeTimeout), every);
+      this.sweepTimer.unref();
+    }
+    return this.listenPort;
+  }
+
+  get port(): number {
+    return this.listenPort;
+  }
+
+  /** Consumes a pending slot's head and answers 101; false if the client is gone. */
+  accept(wire: NativeWire, headLength: number, response: Buffer): boolean {
+    return !wire.destroyed && this.binding.accept(wire.slot, headLength, response);
+  }
+
+  /** Consumes a pending slot's head, answers `response` and closes after the client's FIN. */
+  reject(wire: NativeWire, headLength: number, response: Buffer): void {
+    if (wire.destroyed) return;
+    this.forget(wire);
+    this.binding.reject(wire.slot, headLength, response);
+  }
+
+  /** A pending slot turned out to be plain HTTP: its descriptor goes to Node. */
+  release(wire: NativeWire): void {
+    if (wire.destroyed) return;
+    this.forget(wire);
+    const fd = this.binding.release(wire.slot);
+    if (fd >= 0) this.handler.onHttp(socketFor(fd));
+  }
+
+  /** The client's address, for a pending or open slot. */
+  peer(wire: NativeWire): void {
+    const peer = wire.destroyed ? undefined : this.binding.peer(wire.slot);
+    if (peer !== undefined) {
+      wire.remoteAddress = peer[0];
+      wire.remotePort = peer[1];
+    }
+  }
+
+  /** Stops accepting; connections stay. */
+  closeListener(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    this.binding.closeListener();
+  }
+
+  /** Closes the listener and every connection (each reports its close) and frees the transport. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeListener();
+    this.binding.close();
+    const wires = this.wires.splice(0);
+    for (const wire of wires) if (wire !== undefined && !wire.destroyed) wire.closed();
+  }
+
+  private forget(wire: NativeWire): void {
+    wire.destroyed = true;
+    this.wires[wire.slot] = undefined;
+  }
+
+  private readonly onEvents = (count: number, data: Buffer | undefined): void => {
+    const events = this.events;
+    const wires = this.wires;
+    for (let i = 0; i < count; i++) {
+      const at = i * 4;
+      const slot = events[at + 1];
+      const a = events[at + 2];
+      const b = events[at + 3];
+      // One event's failure (a throwing 'close' listener) must not lose the
+      // rest of the batch: it is rethrown afterwards, as an uncaught exception.
+      try {
+        switch (events[at]) {
+          case EV_DATA:
+            wires[slot]?.received(data!.subarray(a, a + b));
+            break;
+          case EV_HEAD: {
+            const wire = new NativeWire(this, slot);
+            wires[slot] = wire;
+            this.handler.onHead(wire, data!.subarray(a, a + b));
+            break;
+          }
+          case EV_HTTP:
+            this.handler.onHttp(socketFor(a));
+            break;
+          case EV_END:
+            wires[slot]?.ended();
+            break;
+          case EV_DRAIN:
+            wires[slot]?.emptied();
+            break;
+          case EV_CLOSE: {
+            const wire = wires[slot];
+            wires[slot] = undefined;
+            wire?.closed();
+            break;
+          }
+        }
+      } catch (error) {
+        process.nextTick(rethrow, error);
+      }
+    }
+  };
+}
+
+function rethrow(error: unknown): never {
+  throw error;
+}
+
+/** A descriptor the transport accepted, as a Node socket (the request bytes are still in the kernel). */
+function socketFor(fd: number): Socket {
+  return new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+}
