@@ -277,8 +277,9 @@ class Transport {
         Peek(slot, ev.events);
         break;
       case kPending:
-        // Gone before JS decided: the upgrade is abandoned.
-        if (ev.events & (EPOLLHUP | EPOLLERR)) Close(slot, true, SocketError(conns[slot].fd));
+        // Gone (or done sending: FIN) before JS decided: the upgrade is
+        // abandoned, as ws does with a socket no longer readable.
+        if (ev.events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) Close(slot, true, SocketError(conns[slot].fd));
         break;
       case kOpen:
       case kRejected:

@@ -13,12 +13,14 @@ import { StreamWire, type Wire } from './wire.js';
 
 /** One handshake under way. */
 export interface Handshake {
-  /** The client is gone (or the handshake already answered). */
+  /** The client is gone, or sent its FIN: it can no longer be a WebSocket. */
   readonly destroyed: boolean;
   readonly remoteAddress: string;
   readonly remotePort: number;
   /** Writes an HTTP refusal; the connection closes after the client's FIN (or the handshake deadline). */
   refuse(response: string): void;
+  /** Closes what is left of a client that left (`destroyed`). */
+  abandon(): void;
   /** Writes the 101 and returns the wire the connection runs on, or null when the client is gone. */
   open(response: string): Wire | null;
   /** The connection is open and announced: bytes that came with the request go to it now. */
@@ -76,7 +78,10 @@ export class SocketHandshake implements Handshake {
   }
 
   get destroyed(): boolean {
-    return this.socket.destroyed;
+    // Node's http server lets the socket flow during an async hook, so a
+    // client's FIN may already have ended it: nothing would report its close.
+    const socket = this.socket;
+    return socket.destroyed || !socket.readable || !socket.writable;
   }
   get remoteAddress(): string {
     return (this.socket as Socket).remoteAddress ?? '';
@@ -91,6 +96,10 @@ export class SocketHandshake implements Handshake {
     // Keep reading so the client's FIN is seen; the handshake timer destroys a client that lingers.
     socket.on('end', () => socket.destroy());
     socket.resume();
+  }
+
+  abandon(): void {
+    this.socket.destroy();
   }
 
   open(response: string): Wire | null {
@@ -131,6 +140,10 @@ export class NativeHandshake implements Handshake {
 
   refuse(response: string): void {
     this.transport.reject(this.wire, this.headLength, Buffer.from(response));
+  }
+
+  abandon(): void {
+    // The transport closed the slot when it saw the client go.
   }
 
   open(response: string): Wire | null {

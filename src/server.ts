@@ -751,7 +751,10 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
 
   private reject(handshake: Handshake, status: number, body?: string, headers?: OutgoingHttpHeaders): void {
     this.counters.rejected++;
-    if (handshake.destroyed) return;
+    if (handshake.destroyed) {
+      handshake.abandon();
+      return;
+    }
     let response: string;
     try {
       response = rejectResponse(status, body, headers);

@@ -201,6 +201,40 @@ describe('handshake limits', () => {
     }
   });
 
+  // Runs on whichever listener this process uses: the native transport, or
+  // Node's sockets (WAVECAST_NO_NATIVE_TRANSPORT=1, WAVECAST_NO_NATIVE=1).
+  test('a client that sends its FIN during an async hook is never opened, and the socket is closed', async () => {
+    const events: string[] = [];
+    let entered!: () => void;
+    const inHook = new Promise<void>((resolve) => (entered = resolve));
+    let decided!: () => void;
+    const hookDone = new Promise<void>((resolve) => (decided = resolve));
+    const server = await startServer({}, (s) => {
+      s.on('open', (fd) => events.push(`open ${fd}`));
+      s.on('close', (fd) => events.push(`close ${fd}`));
+      s.on('handshake', async () => {
+        entered();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        setImmediate(decided);
+      });
+    });
+    try {
+      const client = await RawClient.connect(server.port);
+      client.send(upgradeRequest('/'));
+      await inHook;
+      client.socket.end();
+      await hookDone;
+      // The server closes its side: the client sees the TCP close, not a 101.
+      await client.until(() => client.closed, 3000);
+      assert.equal(client.response, '');
+      assert.deepEqual(events, []);
+      assert.equal(server.stats().accepted, 0);
+      assert.equal(server.stats().connections, 0);
+    } finally {
+      await server.stop({ timeout: 100 });
+    }
+  });
+
   test('only upgrades requests for `path` when one is set', async () => {
     const server = await startServer({ path: '/ws' });
     try {
