@@ -1,9 +1,10 @@
 #!/bin/sh
 # `npm run test:asan`: builds the addon with AddressSanitizer into
 # build/asan/ (build/Release, the normal build, is left alone) and runs the
-# native test files against that build, so any read or write outside a
-# buffer aborts the run. Node itself is not instrumented: libasan is
-# preloaded and checks every access the addon makes.
+# native test files and the native transport's server tests against that
+# build, so any read or write outside a buffer aborts the run. Node itself
+# is not instrumented: libasan is preloaded and checks every access the
+# addon makes.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 stage="$root/build/asan/pkg"
@@ -40,5 +41,10 @@ node --input-type=module -e "
   if (m.backend !== 'native') { console.error('asan: the ASan build did not load'); process.exit(1); }
   console.log('asan: addon loaded from $stage/build/Release (mask ' + m.addon.simd.mask + ', utf8 ' + m.addon.simd.utf8 + ')');
 "
+# The addon's own tests, then server tests that run every path of the
+# native transport (handshakes, HTTP hand-off, partial writes and queues,
+# closes from both sides, slow and vanishing clients).
 node --test --test-timeout=300000 \
-  "$stage/dist/test/native.test.js" "$stage/dist/test/mask.test.js" "$stage/dist/test/utf8.test.js"
+  "$stage/dist/test/native.test.js" "$stage/dist/test/mask.test.js" "$stage/dist/test/utf8.test.js" \
+  "$stage/dist/test/transport.test.js" "$stage/dist/test/server.test.js" "$stage/dist/test/protocol.test.js" \
+  "$stage/dist/test/broadcast.test.js" "$stage/dist/test/handshake.test.js"
