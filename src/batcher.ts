@@ -68,6 +68,12 @@ export class BatchNode {
 
 /** Above this many bytes a group's frames are written as they are rather than joined. */
 const JOIN_MAX = 64 * 1024;
+/**
+ * A group of one connection joins only this much: larger frames go out as
+ * one writev of their parts, uncopied (joining pays only when the buffer is
+ * shared by many connections).
+ */
+const JOIN_ONE_MAX = 4 * 1024;
 const EAGAIN = -11;
 
 /** Joins frames into one buffer (or returns the single frame's buffer as is). */
@@ -117,7 +123,7 @@ export class Batcher {
     connection.batchNode = null;
     connection.pendingBytes = 0;
     const frames = node.frames();
-    connection.writeOut(node.bytes <= JOIN_MAX ? join(frames, node.bytes) : frames);
+    connection.writeOut(node.bytes <= JOIN_ONE_MAX ? join(frames, node.bytes) : frames);
   }
 
   /** Writes everything pending: one write per connection, one batched call per group. */
@@ -151,7 +157,7 @@ export class Batcher {
     if (single !== null && !Buffer.isBuffer(single)) {
       head = single[0];
       body = single[1];
-    } else if (bytes <= JOIN_MAX || single !== null) {
+    } else if (single !== null || bytes <= (members.length === 1 ? JOIN_ONE_MAX : JOIN_MAX)) {
       head = join(frames, bytes);
     }
     if (head === null) {

@@ -45,6 +45,8 @@ export interface TransportBinding {
   closeListener(): void;
   /** Bytes queued for the slot afterwards, or -1 when it is not open. */
   write(slot: number, head: Uint8Array, body: Uint8Array | null): number;
+  /** Several buffers in one system call; bytes queued afterwards, or -1. */
+  writev(slot: number, buffers: readonly Uint8Array[]): number;
   writeBatch(slots: Int32Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
   accept(slot: number, headLength: number, response: Uint8Array): boolean;
   reject(slot: number, headLength: number, response: Uint8Array): boolean;

@@ -69,15 +69,16 @@ export class NativeWire implements Wire {
     if (queued >= 0) this.queued = queued;
   }
 
+  /** Frames too large to join: one writev of all their parts. */
   writeFrames(frames: readonly EncodedFrame[]): void {
-    const binding = this.transport.binding;
+    if (this.destroyed) return;
+    const parts: Buffer[] = [];
     for (const frame of frames) {
-      if (this.destroyed) return;
-      const queued = Buffer.isBuffer(frame)
-        ? binding.write(this.slot, frame, null)
-        : binding.write(this.slot, frame[0], frame[1]);
-      if (queued >= 0) this.queued = queued;
+      if (Buffer.isBuffer(frame)) parts.push(frame);
+      else parts.push(frame[0], frame[1]);
     }
+    const queued = this.transport.binding.writev(this.slot, parts);
+    if (queued >= 0) this.queued = queued;
   }
 
   end(): void {

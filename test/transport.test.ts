@@ -724,7 +724,6 @@ describe('native transport', { skip }, () => {
         s.on('close', (fd, code, _reason, wasClean) => closes.set(fd, `${code} ${wasClean}`));
       }, async (server) => {
         const clients: WebSocket[] = [];
-        const started = Date.now();
         try {
           for (let at = 0; at < count; at += 200) {
             const batch = Array.from({ length: 200 }, () => new WebSocket(`ws://127.0.0.1:${server.port}`, { perMessageDeflate: false }));
@@ -746,9 +745,43 @@ describe('native transport', { skip }, () => {
           await pollUntil(() => server.stats().connections === 0, 5000, 'every connection to be gone');
           assert.equal(closes.size, count);
           assert.deepEqual(new Set(closes.values()), new Set(['1000 true']));
-          assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
         } finally {
           for (const ws of clients) ws.terminate();
+        }
+      });
+    });
+  });
+
+  describe('received bytes', () => {
+    // Batches over 16 KiB reach JS in a reused block that returns to the
+    // transport when V8 frees the Buffer: a message kept by the app must keep
+    // its bytes while later batches fill other blocks.
+    test('messages kept by the app keep their bytes while many more large batches arrive', { timeout: 30_000 }, async () => {
+      const kept: Buffer[] = [];
+      const sent: Buffer[] = [];
+      await withServer({}, (s) => {
+        s.on('message', (frame) => {
+          kept.push(frame.data as Buffer);
+          s.push(frame.fd, 'ok');
+        });
+      }, async (server) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${server.port}`, { perMessageDeflate: false });
+        try {
+          await waitFor(ws, 'open', 5000);
+          // 200 messages of 48 KiB (10 MB through the blocks), one in flight at a time.
+          for (let i = 0; i < 200; i++) {
+            const message = randomBytes(48 * 1024);
+            sent.push(message);
+            const reply = waitFor(ws, 'message', 5000);
+            ws.send(message);
+            await reply;
+            // Allocation pressure, so that scavenges free the batches nobody kept.
+            if (i % 20 === 0) Array.from({ length: 50_000 }, (_, n) => ({ n }));
+          }
+          assert.equal(kept.length, sent.length);
+          kept.forEach((data, i) => assert.ok(data.equals(sent[i]), `message ${i} changed after it was received`));
+        } finally {
+          ws.terminate();
         }
       });
     });

@@ -9,8 +9,12 @@ import { OPCODE } from './opcode.js';
 /** A frame ready for the wire: one buffer, or a header and the payload it precedes. */
 export type EncodedFrame = Buffer | readonly [header: Buffer, payload: Buffer];
 
-/** Up to this payload size a Buffer is copied behind its header: one write beats two. */
-const COPY_MAX = 16 * 1024;
+/**
+ * Up to this payload size a Buffer is copied behind its header (one buffer
+ * to write); above it the header and the payload go out as two buffers of
+ * one writev, and the payload is never copied.
+ */
+const COPY_MAX = 4 * 1024;
 
 /** Size of a server frame header for a payload of `length` bytes. */
 export function headerSize(length: number): number {
