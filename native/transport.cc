@@ -185,6 +185,11 @@ class Transport {
     free_slots.push_back(slot);
   }
 
+  // Open and not ending: what write(), writev() and writeBatch() accept.
+  bool Writable(int64_t slot) const {
+    return Valid(slot, false) && !(conns[slot].flags & (kWriteShut | kShutAfterFlush | kCloseAfterFlush));
+  }
+
   bool Valid(int64_t slot, bool pending_ok) const {
     if (slot < 0 || static_cast<uint64_t>(slot) >= conns.size()) return false;
     const uint8_t s = conns[slot].state;
@@ -795,9 +800,7 @@ napi_value Write(napi_env env, napi_callback_info info) {
   if (!GetBytes(env, argv[1], &iov[0]) || !GetBytes(env, argv[2], &iov[1])) {
     return Throw(env, "head and body must be Uint8Arrays (body may be null)");
   }
-  if (!t->Valid(slot, false) || (t->conns[slot].flags & (kWriteShut | kShutAfterFlush | kCloseAfterFlush))) {
-    return Number(env, -1);
-  }
+  if (!t->Writable(slot)) return Number(env, -1);
   return Number(env, t->Send(static_cast<uint32_t>(slot), iov, iov[1].iov_len > 0 ? 2 : 1));
 }
 
@@ -819,9 +822,7 @@ napi_value Writev(napi_env env, napi_callback_info info) {
     napi_get_element(env, argv[1], i, &item);
     if (!GetBytes(env, item, &iov[i])) return Throw(env, "buffers must be an array of Uint8Arrays");
   }
-  if (t == nullptr || !t->Valid(slot, false) || (t->conns[slot].flags & (kWriteShut | kShutAfterFlush | kCloseAfterFlush))) {
-    return Number(env, -1);
-  }
+  if (t == nullptr || !t->Writable(slot)) return Number(env, -1);
   double queued = 0;
   for (size_t at = 0; at < iov.size(); at += IOV_MAX) {
     const size_t n = iov.size() - at < IOV_MAX ? iov.size() - at : IOV_MAX;
@@ -861,8 +862,7 @@ napi_value WriteBatch(napi_env env, napi_callback_info info) {
   int32_t* results = static_cast<int32_t*>(results_data);
   for (int64_t i = 0; i < count; i++) {
     const int32_t slot = slots[i];
-    if (t == nullptr || !t->Valid(slot, false) ||
-        (t->conns[slot].flags & (kWriteShut | kShutAfterFlush | kCloseAfterFlush))) {
+    if (t == nullptr || !t->Writable(slot)) {
       results[i] = -1;
       continue;
     }
