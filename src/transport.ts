@@ -41,6 +41,11 @@ export const nativeTransportAvailable = createTransport !== null;
 export class NativeWire implements Wire {
   readonly socket = null;
   destroyed = false;
+  /**
+   * Bytes in the transport's queue as of the last write, 0 again when it
+   * drains; partial flushes in between are not seen, so it can read high
+   * (backpressure errs on the safe side).
+   */
   queued = 0;
   bytesRead = 0;
   remoteAddress = '';
