@@ -663,13 +663,13 @@ int64_t Int(napi_env env, napi_value value) {
   return out;
 }
 
-// The transport and a one-argument call's slot (-1 when not an integer);
-// the transport is null once closed.
-Transport* SlotCall(napi_env env, napi_callback_info info, int64_t* slot) {
+// The transport and a one-argument call's integer argument (a slot, or
+// sweep's age; -1 when not an integer); the transport is null once closed.
+Transport* IntArgCall(napi_env env, napi_callback_info info, int64_t* arg) {
   size_t argc = 1;
   napi_value argv[1];
   Transport* t = This(env, info, &argc, argv);
-  *slot = argc < 1 ? -1 : Int(env, argv[0]);
+  *arg = argc < 1 ? -1 : Int(env, argv[0]);
   return t;
 }
 
@@ -910,7 +910,7 @@ napi_value Reject(napi_env env, napi_callback_info info) { return Answer(env, in
 // release(slot): a pending connection's descriptor, handed to Node (-1 if gone).
 napi_value Release(napi_env env, napi_callback_info info) {
   int64_t slot;
-  Transport* t = SlotCall(env, info, &slot);
+  Transport* t = IntArgCall(env, info, &slot);
   if (t == nullptr || !t->Valid(slot, true) || t->conns[slot].state != kPending) return Number(env, -1);
   const int fd = t->conns[slot].fd;
   epoll_ctl(t->epfd, EPOLL_CTL_DEL, fd, nullptr);
@@ -925,7 +925,7 @@ enum class Ending { kEnd, kSoon, kNow };
 
 napi_value End(napi_env env, napi_callback_info info, Ending how) {
   int64_t slot;
-  Transport* t = SlotCall(env, info, &slot);
+  Transport* t = IntArgCall(env, info, &slot);
   if (t == nullptr || !t->Valid(slot, how == Ending::kNow)) return nullptr;
   const uint32_t s = static_cast<uint32_t>(slot);
   Conn& c = t->conns[s];
@@ -947,7 +947,7 @@ napi_value Destroy(napi_env env, napi_callback_info info) { return End(env, info
 // pause(slot) / resume(slot): stop and restart reading.
 napi_value SetPaused(napi_env env, napi_callback_info info, bool paused) {
   int64_t slot;
-  Transport* t = SlotCall(env, info, &slot);
+  Transport* t = IntArgCall(env, info, &slot);
   if (t == nullptr || !t->Valid(slot, false)) return nullptr;
   Conn& c = t->conns[slot];
   c.flags = paused ? (c.flags | kPaused) : (c.flags & ~kPaused);
@@ -962,7 +962,7 @@ napi_value Resume(napi_env env, napi_callback_info info) { return SetPaused(env,
 // event is being delivered).
 napi_value BytesOut(napi_env env, napi_callback_info info) {
   int64_t slot;
-  Transport* t = SlotCall(env, info, &slot);
+  Transport* t = IntArgCall(env, info, &slot);
   if (t == nullptr || slot < 0 || static_cast<uint64_t>(slot) >= t->conns.size()) return Number(env, 0);
   return Number(env, t->conns[slot].bytes_out);
 }
@@ -970,7 +970,7 @@ napi_value BytesOut(napi_env env, napi_callback_info info) {
 // peer(slot): [address, port] of the client, or undefined.
 napi_value Peer(napi_env env, napi_callback_info info) {
   int64_t slot;
-  Transport* t = SlotCall(env, info, &slot);
+  Transport* t = IntArgCall(env, info, &slot);
   if (t == nullptr || !t->Valid(slot, true)) return nullptr;
   sockaddr_storage addr = {};
   socklen_t len = sizeof addr;
@@ -1000,7 +1000,7 @@ napi_value Peer(napi_env env, napi_callback_info info) {
 // Returns how many.
 napi_value Sweep(napi_env env, napi_callback_info info) {
   int64_t age;
-  Transport* t = SlotCall(env, info, &age);
+  Transport* t = IntArgCall(env, info, &age);
   if (t == nullptr || age < 0) return Number(env, 0);
   const uint32_t now = t->Now();
   double closed = 0;

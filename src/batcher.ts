@@ -97,7 +97,7 @@ export class Batcher {
   private touched: Batchable[] = [];
   private fds = new Int32Array(256);
   private results = new Int32Array(256);
-  /** A group's members split by wire kind (reused between groups). */
+  /** A mixed group's members split by wire kind (reused between groups). */
   private readonly native: Batchable[] = [];
   private readonly streams: Batchable[] = [];
   private readonly flushNow = (): void => this.flush();
@@ -164,13 +164,22 @@ export class Batcher {
       for (const member of members) member.writeOut(frames);
       return;
     }
-    const native = this.native;
-    const streams = this.streams;
-    for (const member of members) (member.wire.slot >= 0 ? native : streams).push(member);
-    if (native.length > 0) this.writeSlots(native, head, body);
-    if (streams.length > 0) this.writeStreams(streams, frames, head, body, bytes);
-    native.length = 0;
-    streams.length = 0;
+    // A server's connections are almost always of one kind: split only a mixed group.
+    let slots = 0;
+    for (const member of members) if (member.wire.slot >= 0) slots++;
+    if (slots === members.length) {
+      this.writeSlots(members, head, body);
+    } else if (slots === 0) {
+      this.writeStreams(members, frames, head, body, bytes);
+    } else {
+      const native = this.native;
+      const streams = this.streams;
+      for (const member of members) (member.wire.slot >= 0 ? native : streams).push(member);
+      this.writeSlots(native, head, body);
+      this.writeStreams(streams, frames, head, body, bytes);
+      native.length = 0;
+      streams.length = 0;
+    }
   }
 
   private ensureCapacity(count: number): void {
