@@ -7,7 +7,10 @@
         "native/mask.cc",
         "native/utf8.cc",
         "native/write-batch.cc",
-        "native/transport.cc"
+        "native/transport-loop.cc",
+        "native/transport-head.cc",
+        "native/transport-write.cc",
+        "native/transport-binding.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

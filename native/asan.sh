@@ -24,7 +24,7 @@ nodedir=${npm_config_nodedir:-$(node -p 'path.dirname(path.dirname(process.execP
 [ -f "$nodedir/include/node/node_api.h" ] && set -- --nodedir="$nodedir"
 (
   cd "$stage"
-  CXXFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
+  CXXFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -DWAVECAST_CHECKS" LDFLAGS="-fsanitize=address" \
     node "$root/node_modules/node-gyp/bin/node-gyp.js" rebuild --loglevel=warn "$@"
 )
 

@@ -96,6 +96,7 @@ export class Batcher {
   private root = new BatchNode(null, null, 0, 0);
   private touched: Batchable[] = [];
   private fds = new Int32Array(256);
+  private handles = new Float64Array(256);
   private results = new Int32Array(256);
   /** A mixed group's members split by wire kind (reused between groups). */
   private readonly native: Batchable[] = [];
@@ -165,17 +166,17 @@ export class Batcher {
       return;
     }
     // A server's connections are almost always of one kind: split only a mixed group.
-    let slots = 0;
-    for (const member of members) if (member.wire.slot >= 0) slots++;
-    if (slots === members.length) {
-      this.writeSlots(members, head, body);
-    } else if (slots === 0) {
+    let natives = 0;
+    for (const member of members) if (member.wire.handle >= 0) natives++;
+    if (natives === members.length) {
+      this.writeNative(members, head, body);
+    } else if (natives === 0) {
       this.writeStreams(members, frames, head, body, bytes);
     } else {
       const native = this.native;
       const streams = this.streams;
-      for (const member of members) (member.wire.slot >= 0 ? native : streams).push(member);
-      this.writeSlots(native, head, body);
+      for (const member of members) (member.wire.handle >= 0 ? native : streams).push(member);
+      this.writeNative(native, head, body);
       this.writeStreams(streams, frames, head, body, bytes);
       native.length = 0;
       streams.length = 0;
@@ -185,17 +186,18 @@ export class Batcher {
   private ensureCapacity(count: number): void {
     if (this.fds.length >= count) return;
     this.fds = new Int32Array(count * 2);
+    this.handles = new Float64Array(count * 2);
     this.results = new Int32Array(count * 2);
   }
 
   /** Native transport connections: one call; what the kernel does not take waits in the transport. */
-  private writeSlots(members: readonly Batchable[], head: Buffer, body: Buffer | null): void {
+  private writeNative(members: readonly Batchable[], head: Buffer, body: Buffer | null): void {
     this.ensureCapacity(members.length);
-    const slots = this.fds;
+    const handles = this.handles;
     const count = members.length;
-    for (let i = 0; i < count; i++) slots[i] = members[i].wire.slot;
+    for (let i = 0; i < count; i++) handles[i] = members[i].wire.handle;
     // One transport per server, so one per batcher.
-    members[0].wire.transport!.binding.writeBatch(slots, count, head, this.results, body);
+    members[0].wire.transport!.binding.writeBatch(handles, count, head, this.results, body);
     const results = this.results;
     for (let i = 0; i < count; i++) {
       // -1: the connection failed; its close event follows.

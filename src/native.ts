@@ -34,33 +34,40 @@ export type WriteBatch = (
 ) => void;
 
 /**
- * The native transport's handle (see `native/transport.cc` and
- * `transport.ts`, its only user). Slots name connections; every method is a
- * no-op (or returns -1 / false) for a slot that is not pending or open.
+ * The native transport's handle (see `native/transport-*.cc` and
+ * `transport.ts`, its only user). A connection is named by a handle: its
+ * slot and the slot's generation (`generation * 2^24 + slot`), so a handle
+ * kept after the connection closed names nothing, even once the slot serves
+ * a newer connection. Every method is a no-op (or returns -1 / false) for a
+ * handle that does not name a connection in a state the method applies to.
  */
 export interface TransportBinding {
-  /** Events of the current batch: type, slot, a, b (int32 each). */
+  /** Events of the current batch: type, slot, generation, a, b (int32 each). */
   readonly events: Int32Array;
   listen(host: string, port: number, backlog: number, ipv6Only: boolean): number;
   closeListener(): void;
-  /** Bytes queued for the slot afterwards, or -1 when it is not open. */
-  write(slot: number, head: Uint8Array, body: Uint8Array | null): number;
-  /** Several buffers in one system call; bytes queued afterwards, or -1. */
-  writev(slot: number, buffers: readonly Uint8Array[]): number;
-  writeBatch(slots: Int32Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
-  accept(slot: number, headLength: number, response: Uint8Array): boolean;
-  reject(slot: number, headLength: number, response: Uint8Array): boolean;
-  release(slot: number): number;
-  end(slot: number): void;
-  destroySoon(slot: number): void;
-  destroy(slot: number): void;
-  pause(slot: number): void;
-  resume(slot: number): void;
-  bytesOut(slot: number): number;
-  peer(slot: number): [string, number] | undefined;
+  /** Bytes queued for the connection afterwards, or -1 when it is not open. */
+  write(handle: number, head: Uint8Array, body: Uint8Array | null): number;
+  /** Several buffers in as few system calls as the kernel allows; bytes queued afterwards, or -1. */
+  writev(handle: number, buffers: readonly Uint8Array[]): number;
+  writeBatch(handles: Float64Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
+  accept(handle: number, headLength: number, response: Uint8Array): boolean;
+  reject(handle: number, headLength: number, response: Uint8Array): boolean;
+  release(handle: number): number;
+  end(handle: number): void;
+  destroySoon(handle: number): void;
+  destroy(handle: number): void;
+  pause(handle: number): void;
+  resume(handle: number): void;
+  bytesOut(handle: number): number;
+  peer(handle: number): [string, number] | undefined;
+  /** Closes connections in their handshake after `age` ms (0: only heads past the hard cap of 60 s). */
   sweep(age: number): number;
   close(): void;
 }
+
+/** What the native transport calls with each batch. */
+export type TransportCallback = (count: number, data: Buffer | undefined, heads: Buffer | undefined) => void;
 
 /** The functions the addon exports (see `native/addon.cc`). */
 export interface Addon {
@@ -78,8 +85,12 @@ export interface Addon {
   utf8InvalidAt(state: number, buf: Uint8Array, start: number, end: number): number;
   /** Absent where the platform has no socket descriptors to write to (not Linux). */
   writeBatch?: WriteBatch;
-  /** Absent where there is no epoll (not Linux). `callback(count, data)` gets each batch of events. */
-  createTransport?: (callback: (count: number, data: Buffer | undefined) => void) => TransportBinding;
+  /**
+   * Absent where there is no epoll (not Linux). `callback(count, data,
+   * heads)` gets each batch of events, the bytes they carry and, apart, the
+   * request heads.
+   */
+  createTransport?: (callback: TransportCallback) => TransportBinding;
   /** The SIMD code paths the addon picked for this CPU. */
   simd: { mask: string; utf8: string };
 }

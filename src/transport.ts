@@ -9,18 +9,29 @@
  * has no `net.Socket`, no libuv handle and no stream state, which is where
  * most of a Node socket's memory goes.
  */
+import { closeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import type { EncodedFrame } from './protocol/frame.js';
 import { createTransport, type TransportBinding } from './native.js';
 import type { Wire, WireSink } from './wire.js';
 
-// Event types (native/transport.cc).
+// Event types (native/transport-loop.h); each event is 5 int32s: type,
+// slot, generation, a, b.
 const EV_HEAD = 1;
 const EV_HTTP = 2;
 const EV_DATA = 3;
 const EV_END = 4;
 const EV_CLOSE = 5;
 const EV_DRAIN = 6;
+const EVENT_INTS = 5;
+/** A handle is `generation * SLOTS + slot` (native/transport-conn.h). */
+const SLOTS = 2 ** 24;
+/**
+ * How often the native transport looks for handshakes past their deadline
+ * when `handshakeTimeout` is 0: heads that never complete are still cut
+ * after 60 s there.
+ */
+const HARD_CAP_SWEEP_MS = 5000;
 
 /** What the transport hands its server. */
 export interface TransportHandler {
@@ -51,17 +62,24 @@ export class NativeWire implements Wire {
   remoteAddress = '';
   remotePort = 0;
   private sink: WireSink | null = null;
-  private drained: (() => void) | null = null;
+  /** Callbacks waiting for the queue to empty (few: a drop's and a throttle's). */
+  private drained: (() => void)[] | null = null;
   /** bytesOut at close, when the slot is gone. */
   private finalBytesOut = -1;
+
+  /** The slot and its generation: what every call into the transport names. */
+  readonly handle: number;
 
   constructor(
     readonly transport: NativeTransport,
     readonly slot: number,
-  ) {}
+    readonly generation: number,
+  ) {
+    this.handle = generation * SLOTS + slot;
+  }
 
   get bytesWritten(): number {
-    return this.finalBytesOut >= 0 ? this.finalBytesOut : this.transport.binding.bytesOut(this.slot);
+    return this.finalBytesOut >= 0 ? this.finalBytesOut : this.transport.binding.bytesOut(this.handle);
   }
 
   attach(sink: WireSink): void {
@@ -70,7 +88,7 @@ export class NativeWire implements Wire {
 
   write(data: Buffer): void {
     if (this.destroyed) return;
-    const queued = this.transport.binding.write(this.slot, data, null);
+    const queued = this.transport.binding.write(this.handle, data, null);
     if (queued >= 0) this.queued = queued;
   }
 
@@ -82,29 +100,29 @@ export class NativeWire implements Wire {
       if (Buffer.isBuffer(frame)) parts.push(frame);
       else parts.push(frame[0], frame[1]);
     }
-    const queued = this.transport.binding.writev(this.slot, parts);
+    const queued = this.transport.binding.writev(this.handle, parts);
     if (queued >= 0) this.queued = queued;
   }
 
   end(): void {
-    if (!this.destroyed) this.transport.binding.end(this.slot);
+    if (!this.destroyed) this.transport.binding.end(this.handle);
   }
   destroySoon(): void {
-    if (!this.destroyed) this.transport.binding.destroySoon(this.slot);
+    if (!this.destroyed) this.transport.binding.destroySoon(this.handle);
   }
   destroy(): void {
-    if (!this.destroyed) this.transport.binding.destroy(this.slot);
+    if (!this.destroyed) this.transport.binding.destroy(this.handle);
   }
   pause(): void {
-    if (!this.destroyed) this.transport.binding.pause(this.slot);
+    if (!this.destroyed) this.transport.binding.pause(this.handle);
   }
   resume(): void {
-    if (!this.destroyed) this.transport.binding.resume(this.slot);
+    if (!this.destroyed) this.transport.binding.resume(this.handle);
   }
 
   whenDrained(callback: () => void): void {
     if (this.queued === 0 || this.destroyed) setImmediate(callback);
-    else this.drained = callback;
+    else (this.drained ??= []).push(callback);
   }
 
   /** @internal events from the transport */
@@ -121,11 +139,11 @@ export class NativeWire implements Wire {
     this.queued = 0;
     const drained = this.drained;
     this.drained = null;
-    drained?.();
+    if (drained !== null) for (const callback of drained) callback();
   }
   /** @internal */
   closed(): void {
-    this.finalBytesOut = this.transport.binding.bytesOut(this.slot);
+    this.finalBytesOut = this.transport.binding.bytesOut(this.handle);
     this.destroyed = true;
     this.queued = 0;
     this.drained = null;
@@ -158,13 +176,13 @@ export class NativeTransport {
   /** Listens on a numeric address; returns the port. Throws errors like `net.Server`'s (code EADDRINUSE...). */
   listen(host: string, port: number, backlog: number | undefined, ipv6Only: boolean): number {
     this.listenPort = this.binding.listen(host, port, backlog ?? 511, ipv6Only);
-    if (this.handshakeTimeout > 0) {
-      // One sweep for every connection in its handshake: closes it within
-      // 1.25x the timeout, without a timer per connection.
-      const every = Math.max(10, Math.min(1000, Math.floor(this.handshakeTimeout / 4)));
-      this.sweepTimer = setInterval(() => this.binding.sweep(this.handshakeTimeout), every);
-      this.sweepTimer.unref();
-    }
+    // One sweep for every connection in its handshake: closes it within
+    // 1.25x the timeout, without a timer per connection. With no timeout it
+    // still cuts request heads that never complete (the native hard cap).
+    const timeout = this.handshakeTimeout;
+    const every = timeout > 0 ? Math.max(10, Math.min(1000, Math.floor(timeout / 4))) : HARD_CAP_SWEEP_MS;
+    this.sweepTimer = setInterval(() => this.binding.sweep(timeout), every);
+    this.sweepTimer.unref();
     return this.listenPort;
   }
 
@@ -174,27 +192,27 @@ export class NativeTransport {
 
   /** Consumes a pending slot's head and answers 101; false if the client is gone. */
   accept(wire: NativeWire, headLength: number, response: Buffer): boolean {
-    return !wire.destroyed && this.binding.accept(wire.slot, headLength, response);
+    return !wire.destroyed && this.binding.accept(wire.handle, headLength, response);
   }
 
   /** Consumes a pending slot's head, answers `response` and closes after the client's FIN. */
   reject(wire: NativeWire, headLength: number, response: Buffer): void {
     if (wire.destroyed) return;
     this.forget(wire);
-    this.binding.reject(wire.slot, headLength, response);
+    this.binding.reject(wire.handle, headLength, response);
   }
 
   /** A pending slot turned out to be plain HTTP: its descriptor goes to Node. */
   release(wire: NativeWire): void {
     if (wire.destroyed) return;
     this.forget(wire);
-    const fd = this.binding.release(wire.slot);
+    const fd = this.binding.release(wire.handle);
     if (fd >= 0) this.handler.onHttp(socketFor(fd));
   }
 
   /** The client's address, for a pending or open slot. */
   peer(wire: NativeWire): void {
-    const peer = wire.destroyed ? undefined : this.binding.peer(wire.slot);
+    const peer = wire.destroyed ? undefined : this.binding.peer(wire.handle);
     if (peer !== undefined) {
       wire.remoteAddress = peer[0];
       wire.remotePort = peer[1];
@@ -223,42 +241,51 @@ export class NativeTransport {
     this.wires[wire.slot] = undefined;
   }
 
-  private readonly onEvents = (count: number, data: Buffer | undefined): void => {
+  private readonly onEvents = (count: number, data: Buffer | undefined, heads: Buffer | undefined): void => {
     const events = this.events;
     const wires = this.wires;
     for (let i = 0; i < count; i++) {
-      const at = i * 4;
+      const at = i * EVENT_INTS;
+      const type = events[at];
       const slot = events[at + 1];
-      const a = events[at + 2];
-      const b = events[at + 3];
+      const generation = events[at + 2];
+      const a = events[at + 3];
+      const b = events[at + 4];
+      if (type === EV_HTTP) {
+        // A descriptor is ours to close if the server has stopped meanwhile.
+        if (this.closed) closeSync(a);
+        else this.handler.onHttp(socketFor(a));
+        continue;
+      }
+      let wire = wires[slot];
+      if (type === EV_HEAD) {
+        // The transport reuses a slot only after its CLOSE was delivered.
+        if (wire !== undefined) throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
+        wire = new NativeWire(this, slot, generation);
+        wires[slot] = wire;
+      } else if (wire === undefined || wire.generation !== generation) {
+        continue; // a connection JS already forgot (rejected or released)
+      }
       // One event's failure (a throwing 'close' listener) must not lose the
       // rest of the batch: it is rethrown afterwards, as an uncaught exception.
       try {
-        switch (events[at]) {
+        switch (type) {
           case EV_DATA:
-            wires[slot]?.received(data!.subarray(a, a + b));
+            wire.received(data!.subarray(a, a + b));
             break;
-          case EV_HEAD: {
-            const wire = new NativeWire(this, slot);
-            wires[slot] = wire;
-            this.handler.onHead(wire, data!.subarray(a, a + b));
-            break;
-          }
-          case EV_HTTP:
-            this.handler.onHttp(socketFor(a));
+          case EV_HEAD:
+            this.handler.onHead(wire, heads!.subarray(a, a + b));
             break;
           case EV_END:
-            wires[slot]?.ended();
+            wire.ended();
             break;
           case EV_DRAIN:
-            wires[slot]?.emptied();
+            wire.emptied();
             break;
-          case EV_CLOSE: {
-            const wire = wires[slot];
+          case EV_CLOSE:
             wires[slot] = undefined;
-            wire?.closed();
+            wire.closed();
             break;
-          }
         }
       } catch (error) {
         process.nextTick(rethrow, error);

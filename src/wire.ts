@@ -19,8 +19,8 @@ export interface WireSink {
 }
 
 export interface Wire {
-  /** The native transport's slot, or -1 for a Node stream. */
-  readonly slot: number;
+  /** The native transport's handle (slot and generation), or -1 for a Node stream. */
+  readonly handle: number;
   /** The native transport this wire belongs to, or null. */
   readonly transport: NativeTransport | null;
   /** The Node stream, or null for a native wire. */
@@ -67,7 +67,7 @@ const NOTHING = Buffer.alloc(0);
 
 /** A wire over a Node `net.Socket` (or `tls.TLSSocket`). */
 export class StreamWire implements Wire {
-  readonly slot = -1;
+  readonly handle = -1;
   readonly transport = null;
   /** Bytes the fd-based native batched write sent past the stream (see `batcher.ts`). */
   directBytesOut = 0;

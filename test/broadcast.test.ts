@@ -375,16 +375,16 @@ describe('topics', () => {
  * Counts writes per fd by wrapping the ways the batcher hands a connection
  * its bytes: `Connection.writeOut` (one wire write, or several under one
  * cork, which libuv sends as one writev) and the batched group writes
- * (`writeSlots` for native transport slots, `writeStreams` for Node sockets:
+ * (`writeNative` for native transport slots, `writeStreams` for Node sockets:
  * one sendmsg per member). Inside a group write, a member's `writeOut` of
  * what the kernel did not take is part of the same write, not another one.
  */
 function spyWrites(): { count(fd: number): number; reset(): void; restore(): void } {
   const proto = Connection.prototype;
   type Group = (this: Batcher, members: readonly Connection[], ...rest: unknown[]) => void;
-  const batcher = Batcher.prototype as unknown as Record<'writeSlots' | 'writeStreams', Group>;
+  const batcher = Batcher.prototype as unknown as Record<'writeNative' | 'writeStreams', Group>;
   const { writeOut } = proto;
-  const { writeSlots, writeStreams } = batcher;
+  const { writeNative, writeStreams } = batcher;
   const counts = new Map<number, number>();
   let inGroup = false;
   const count = (fd: number): void => {
@@ -400,7 +400,7 @@ function spyWrites(): { count(fd: number): number; reset(): void; restore(): voi
         inGroup = false;
       }
     };
-  batcher.writeSlots = wrapGroup(writeSlots);
+  batcher.writeNative = wrapGroup(writeNative);
   batcher.writeStreams = wrapGroup(writeStreams);
   proto.writeOut = function (this: Connection, frames: Parameters<Connection['writeOut']>[0]): void {
     if (!inGroup) count(this.fd);
@@ -411,7 +411,7 @@ function spyWrites(): { count(fd: number): number; reset(): void; restore(): voi
     reset: () => counts.clear(),
     restore: () => {
       proto.writeOut = writeOut;
-      batcher.writeSlots = writeSlots;
+      batcher.writeNative = writeNative;
       batcher.writeStreams = writeStreams;
     },
   };

@@ -1,0 +1,528 @@
+// The native transport's face to JS: createTransport(callback) and the
+// methods of the object it returns. Every method takes a handle (slot and
+// generation, see transport-conn.h) and does nothing (or returns -1 / false)
+// for one that no longer names a connection in the right state. The loop
+// calls JS only through Deliver(), at a boundary between epoll events.
+#include "transport.h"
+
+#if defined(WAVECAST_HAVE_TRANSPORT)
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "transport-loop.h"
+
+namespace wavecast {
+namespace {
+
+using transport::Loop;
+
+// A batch's data reaches JS in a Buffer. A small batch is copied into one of
+// its exact size; a large one is handed over as it is, in its block, and the
+// block comes back when V8 frees the Buffer. Reusing blocks keeps the hot
+// path off fresh memory: allocating (and first touching) a new 64 KiB and
+// more per batch cost a page fault per 4 KiB, which was most of the server's
+// time when echoing 16 KiB messages.
+constexpr size_t kCopyMax = 16 * 1024;
+// writev's array: more than this many buffers is a caller's mistake.
+constexpr uint32_t kMaxBuffers = 1u << 20;
+
+void OnBlockFreed(napi_env, void* block, void*) { transport::GiveBlock(static_cast<uint8_t*>(block)); }
+
+class JsTransport final : public Loop {
+ public:
+  explicit JsTransport(napi_env env) : env_(env) {}
+
+  napi_env env_;
+  napi_ref callback_ = nullptr;
+  napi_ref events_ref_ = nullptr;
+  napi_async_context async_context_ = nullptr;
+
+  using Loop::set_events;
+
+ protected:
+  void Deliver(size_t count) override {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env_, &scope) != napi_ok) return;
+    napi_value fn;
+    napi_value recv;
+    napi_value argv[3];
+    if (napi_get_reference_value(env_, callback_, &fn) != napi_ok || fn == nullptr ||
+        napi_get_global(env_, &recv) != napi_ok ||  // make_callback needs an object as `this`
+        napi_create_uint32(env_, static_cast<uint32_t>(count), &argv[0]) != napi_ok) {
+      napi_close_handle_scope(env_, scope);
+      return;
+    }
+    argv[1] = Bytes(data(), data_size(), true);
+    argv[2] = Bytes(heads(), heads_size(), false);
+    napi_value result;
+    const napi_status status = napi_make_callback(env_, async_context_, recv, fn, 3, argv, &result);
+    if (status == napi_pending_exception) {
+      napi_value error;
+      napi_get_and_clear_last_exception(env_, &error);
+      napi_fatal_exception(env_, error);
+    }
+    napi_close_handle_scope(env_, scope);
+  }
+
+  void ReleaseJs() override {
+    if (callback_ != nullptr) napi_delete_reference(env_, callback_);
+    if (events_ref_ != nullptr) napi_delete_reference(env_, events_ref_);
+    if (async_context_ != nullptr) napi_async_destroy(env_, async_context_);
+    callback_ = events_ref_ = nullptr;
+    async_context_ = nullptr;
+    set_events(nullptr);
+  }
+
+ private:
+  // The batch's bytes as a Buffer (undefined when there are none). `lend`:
+  // a large batch may go in its block, without a copy.
+  napi_value Bytes(const uint8_t* bytes, size_t size, bool lend) {
+    napi_value value = nullptr;
+    if (size == 0) {
+      napi_get_undefined(env_, &value);
+      return value;
+    }
+    if (lend && size > kCopyMax) {
+      uint8_t* block = ReleaseData();
+      if (napi_create_external_buffer(env_, size, block, OnBlockFreed, nullptr, &value) == napi_ok) return value;
+      // A runtime that forbids external buffers (napi_no_external_buffers_allowed): copy.
+      const napi_status status = napi_create_buffer_copy(env_, size, block, nullptr, &value);
+      transport::GiveBlock(block);
+      if (status == napi_ok) return value;
+    } else if (napi_create_buffer_copy(env_, size, bytes, nullptr, &value) == napi_ok) {
+      return value;
+    }
+    napi_get_undefined(env_, &value);
+    return value;
+  }
+};
+
+// --- arguments -------------------------------------------------------------------
+
+JsTransport* This(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
+  void* data = nullptr;
+  if (napi_get_cb_info(env, info, argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  JsTransport* t = static_cast<JsTransport*>(data);
+  return t == nullptr || t->disposed() ? nullptr : t;
+}
+
+napi_value Number(napi_env env, double value) {
+  napi_value result = nullptr;
+  napi_create_double(env, value, &result);
+  return result;
+}
+
+napi_value Boolean(napi_env env, bool value) {
+  napi_value result = nullptr;
+  napi_get_boolean(env, value, &result);
+  return result;
+}
+
+// An integer argument (a handle, a length, an age); -1 when it is not a number.
+int64_t Int(napi_env env, napi_value value) {
+  int64_t out = -1;
+  if (value == nullptr || napi_get_value_int64(env, value, &out) != napi_ok) return -1;
+  return out;
+}
+
+// The transport and a one-argument call's integer argument; null once closed.
+JsTransport* IntArgCall(napi_env env, napi_callback_info info, int64_t* arg) {
+  size_t argc = 1;
+  napi_value argv[1] = {nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  *arg = Int(env, argv[0]);
+  return t;
+}
+
+napi_value Throw(napi_env env, const char* message) {
+  napi_throw_type_error(env, nullptr, message);
+  return nullptr;
+}
+
+// An Error like Node's for a failed system call: message, code, errno, syscall.
+napi_value ThrowErrno(napi_env env, int error, const char* syscall) {
+  const char* name = error == EADDRINUSE      ? "EADDRINUSE"
+                     : error == EACCES        ? "EACCES"
+                     : error == EADDRNOTAVAIL ? "EADDRNOTAVAIL"
+                     : error == EAFNOSUPPORT  ? "EAFNOSUPPORT"
+                     : error == EINVAL        ? "EINVAL"
+                                              : "ERR_SOCKET";
+  char text[256];
+  snprintf(text, sizeof text, "%s %s: %s", syscall, name, strerror(error));
+  napi_value code;
+  napi_value message;
+  napi_value err;
+  napi_value value;
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &err);
+  napi_create_int32(env, -error, &value);
+  napi_set_named_property(env, err, "errno", value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, err, "syscall", value);
+  napi_throw(env, err);
+  return nullptr;
+}
+
+bool GetBytes(napi_env env, napi_value value, struct iovec* out) {
+  napi_valuetype type = napi_undefined;
+  if (value != nullptr && napi_typeof(env, value, &type) != napi_ok) return false;
+  if (value == nullptr || type == napi_undefined || type == napi_null) {
+    *out = {nullptr, 0};
+    return true;
+  }
+  napi_typedarray_type kind;
+  size_t length;
+  void* data;
+  if (napi_get_typedarray_info(env, value, &kind, &length, &data, nullptr, nullptr) != napi_ok ||
+      kind != napi_uint8_array) {
+    return false;
+  }
+  *out = {data, length};
+  return true;
+}
+
+// --- methods ---------------------------------------------------------------------
+
+// listen(host, port, backlog, ipv6Only): the port bound.
+napi_value Listen(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4] = {nullptr, nullptr, nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  if (t == nullptr) return Throw(env, "the transport is closed");
+  if (t->listening()) return Throw(env, "the transport is already listening");
+  char host[64];
+  size_t host_len = 0;
+  if (argv[0] == nullptr || napi_get_value_string_utf8(env, argv[0], host, sizeof host, &host_len) != napi_ok) {
+    return Throw(env, "host must be a numeric IPv4 or IPv6 address");
+  }
+  const int64_t port = Int(env, argv[1]);
+  const int64_t backlog = Int(env, argv[2]);
+  bool v6only = false;
+  if (argv[3] != nullptr) napi_get_value_bool(env, argv[3], &v6only);
+  if (port < 0 || port > 65535) return Throw(env, "port must be an integer from 0 to 65535");
+  sockaddr_storage addr = {};
+  unsigned addr_len;
+  sockaddr_in* in4 = reinterpret_cast<sockaddr_in*>(&addr);
+  sockaddr_in6* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons(static_cast<uint16_t>(port));
+    addr_len = sizeof *in4;
+  } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(port));
+    addr_len = sizeof *in6;
+  } else {
+    return Throw(env, "host must be a numeric IPv4 or IPv6 address");
+  }
+  int bound = 0;
+  const int backlog_int = backlog > 0 && backlog < INT_MAX ? static_cast<int>(backlog) : 511;
+  const int error = t->Listen(addr.ss_family, &addr, addr_len, backlog_int, v6only, &bound);
+  if (error != 0) return ThrowErrno(env, error, "listen");
+  return Number(env, bound);
+}
+
+napi_value CloseListener(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  JsTransport* t = This(env, info, &argc, nullptr);
+  if (t != nullptr) t->CloseListener();
+  return nullptr;
+}
+
+// write(handle, head, body?): bytes queued afterwards, or -1 (not open / failed).
+napi_value Write(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3] = {nullptr, nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  struct iovec iov[2];
+  if (!GetBytes(env, argv[1], &iov[0]) || !GetBytes(env, argv[2], &iov[1])) {
+    return Throw(env, "head and body must be Uint8Arrays (body may be null)");
+  }
+  if (t == nullptr) return Number(env, -1);
+  return Number(env, t->Write(Int(env, argv[0]), iov, iov[1].iov_len > 0 ? 2 : 1));
+}
+
+// writev(handle, buffers): write() of several buffers, IOV_MAX per system
+// call: a connection's large frames of one turn.
+napi_value Writev(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2] = {nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  bool is_array = false;
+  if (argv[1] != nullptr) napi_is_array(env, argv[1], &is_array);
+  uint32_t count = 0;
+  if (!is_array || napi_get_array_length(env, argv[1], &count) != napi_ok) {
+    return Throw(env, "buffers must be an array of Uint8Arrays");
+  }
+  if (count > kMaxBuffers) {
+    napi_throw_range_error(env, nullptr, "buffers must hold at most 1048576 Uint8Arrays");
+    return nullptr;
+  }
+  const int64_t handle = Int(env, argv[0]);
+  struct iovec iov[IOV_MAX];
+  double queued = 0;
+  for (uint32_t at = 0; at < count; at += IOV_MAX) {
+    const uint32_t n = count - at < IOV_MAX ? count - at : IOV_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value item = nullptr;
+      if (napi_get_element(env, argv[1], at + i, &item) != napi_ok || !GetBytes(env, item, &iov[i])) {
+        return Throw(env, "buffers must be an array of Uint8Arrays");
+      }
+    }
+    if (t == nullptr) return Number(env, -1);
+    queued = t->Write(handle, iov, static_cast<int>(n));
+    if (queued < 0) break;
+  }
+  return Number(env, queued);
+}
+
+// writeBatch(handles, count, head, results, body?): write() to each of
+// handles[0, count) (a Float64Array); results[i] = bytes queued or -1.
+napi_value WriteBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  napi_typedarray_type kind;
+  size_t handles_len = 0;
+  size_t results_len = 0;
+  void* handles_data = nullptr;
+  void* results_data = nullptr;
+  if (argv[0] == nullptr || argv[3] == nullptr ||
+      napi_get_typedarray_info(env, argv[0], &kind, &handles_len, &handles_data, nullptr, nullptr) != napi_ok ||
+      kind != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[3], &kind, &results_len, &results_data, nullptr, nullptr) != napi_ok ||
+      kind != napi_int32_array) {
+    return Throw(env, "handles must be a Float64Array and results an Int32Array");
+  }
+  const int64_t count = Int(env, argv[1]);
+  if (count < 0 || static_cast<size_t>(count) > handles_len || static_cast<size_t>(count) > results_len) {
+    return Throw(env, "count must be an integer in [0, min(handles.length, results.length)]");
+  }
+  struct iovec iov[2];
+  if (!GetBytes(env, argv[2], &iov[0]) || !GetBytes(env, argv[4], &iov[1])) {
+    return Throw(env, "head and body must be Uint8Arrays (body may be null)");
+  }
+  const int iovcnt = iov[1].iov_len > 0 ? 2 : 1;
+  const double* handles = static_cast<const double*>(handles_data);
+  int32_t* results = static_cast<int32_t*>(results_data);
+  for (int64_t i = 0; i < count; i++) {
+    const double handle = handles[i];
+    const double queued = t == nullptr || !(handle >= 0 && handle < 9007199254740992.0)
+                              ? -1
+                              : t->Write(static_cast<int64_t>(handle), iov, iovcnt);
+    results[i] = queued > INT32_MAX ? INT32_MAX : static_cast<int32_t>(queued);
+  }
+  return nullptr;
+}
+
+// accept(handle, headLength, response) / reject(...): see Loop::Answer.
+napi_value Answer(napi_env env, napi_callback_info info, bool accept) {
+  size_t argc = 3;
+  napi_value argv[3] = {nullptr, nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  struct iovec response;
+  if (!GetBytes(env, argv[2], &response)) return Throw(env, "response must be a Uint8Array");
+  const int64_t head = Int(env, argv[1]);
+  if (t == nullptr || head <= 0) return Boolean(env, false);
+  return Boolean(env, t->Answer(Int(env, argv[0]), static_cast<size_t>(head), response, accept));
+}
+
+napi_value Accept(napi_env env, napi_callback_info info) { return Answer(env, info, true); }
+napi_value Reject(napi_env env, napi_callback_info info) { return Answer(env, info, false); }
+
+// release(handle): a pending connection's descriptor, handed to Node (-1 if gone).
+napi_value Release(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  return Number(env, t == nullptr ? -1 : t->Release(handle));
+}
+
+// end(handle): FIN after what is queued. destroySoon(handle): close after
+// what is queued. destroy(handle): close now. A close is reported once, with
+// a CLOSE event.
+napi_value EndSlot(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  if (t != nullptr) t->End(handle);
+  return nullptr;
+}
+
+napi_value DestroySoon(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  if (t != nullptr) t->DestroySoon(handle);
+  return nullptr;
+}
+
+napi_value Destroy(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  if (t != nullptr) t->Destroy(handle);
+  return nullptr;
+}
+
+// pause(handle) / resume(handle): stop and restart reading.
+napi_value Pause(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  if (t != nullptr) t->SetPaused(handle, true);
+  return nullptr;
+}
+
+napi_value Resume(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  if (t != nullptr) t->SetPaused(handle, false);
+  return nullptr;
+}
+
+// bytesOut(handle): bytes the kernel took (also while its CLOSE is delivered).
+napi_value BytesOut(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  return Number(env, t == nullptr ? 0 : t->BytesOut(handle));
+}
+
+// peer(handle): [address, port] of the client, or undefined.
+napi_value Peer(napi_env env, napi_callback_info info) {
+  int64_t handle;
+  JsTransport* t = IntArgCall(env, info, &handle);
+  sockaddr_storage addr = {};
+  if (t == nullptr || !t->Peer(handle, &addr)) return nullptr;
+  char text[INET6_ADDRSTRLEN] = "";
+  int port;
+  if (addr.ss_family == AF_INET) {
+    const sockaddr_in* in4 = reinterpret_cast<const sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in4->sin_addr, text, sizeof text);
+    port = ntohs(in4->sin_port);
+  } else {
+    const sockaddr_in6* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    port = ntohs(in6->sin6_port);
+  }
+  napi_value result;
+  napi_value value;
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok) return nullptr;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &value);
+  napi_set_element(env, result, 0, value);
+  napi_create_int32(env, port, &value);
+  napi_set_element(env, result, 1, value);
+  return result;
+}
+
+// sweep(age): closes connections in their handshake after `age` ms (0: only
+// heads that never completed, after the hard cap). Returns how many.
+napi_value Sweep(napi_env env, napi_callback_info info) {
+  int64_t age;
+  JsTransport* t = IntArgCall(env, info, &age);
+  if (t == nullptr || age < 0) return Number(env, 0);
+  return Number(env, t->Sweep(age > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(age)));
+}
+
+// close(): closes the listener and every connection without events; the
+// transport is unusable afterwards.
+napi_value Dispose(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  JsTransport* t = This(env, info, &argc, nullptr);
+  if (t != nullptr) t->Dispose();
+  return nullptr;
+}
+
+void Cleanup(void* data) { static_cast<JsTransport*>(data)->Dispose(); }
+
+void Finalize(napi_env env, void* data, void*) {
+  JsTransport* t = static_cast<JsTransport*>(data);
+  napi_remove_env_cleanup_hook(env, Cleanup, t);
+  t->DeleteWhenClosed();
+}
+
+// createTransport(callback): the transport object. callback(count, data,
+// heads) gets `count` events in transport.events (5 int32 each: type, slot,
+// generation, a, b), the batch's data and its request heads.
+napi_value CreateTransport(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1] = {nullptr};
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  napi_valuetype type = napi_undefined;
+  if (argv[0] != nullptr) napi_typeof(env, argv[0], &type);
+  if (type != napi_function) return Throw(env, "callback must be a function");
+  uv_loop_t* loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return Throw(env, "no event loop");
+
+  napi_value object;
+  napi_value buffer;
+  napi_value events;
+  napi_value name;
+  void* events_data = nullptr;
+  constexpr size_t kInts = transport::kMaxEvents * transport::kEventInts;
+  if (napi_create_object(env, &object) != napi_ok ||
+      napi_create_arraybuffer(env, kInts * sizeof(int32_t), &events_data, &buffer) != napi_ok ||
+      napi_create_typedarray(env, napi_int32_array, kInts, buffer, 0, &events) != napi_ok ||
+      napi_set_named_property(env, object, "events", events) != napi_ok ||
+      napi_create_string_utf8(env, "wavecast.transport", NAPI_AUTO_LENGTH, &name) != napi_ok) {
+    return nullptr;  // an exception is pending
+  }
+  JsTransport* t = new JsTransport(env);
+  if (!t->Init(loop)) {
+    const int error = errno;
+    delete t;
+    return ThrowErrno(env, error, "epoll_create1");
+  }
+  t->set_events(static_cast<int32_t*>(events_data));
+  if (napi_create_reference(env, argv[0], 1, &t->callback_) != napi_ok ||
+      napi_create_reference(env, buffer, 1, &t->events_ref_) != napi_ok ||
+      napi_async_init(env, object, name, &t->async_context_) != napi_ok) {
+    t->DeleteWhenClosed();
+    return Throw(env, "could not set up the transport");
+  }
+
+  struct Method {
+    const char* name;
+    napi_callback fn;
+  };
+  const Method methods[] = {
+      {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
+      {"writev", Writev},         {"writeBatch", WriteBatch},       {"accept", Accept},
+      {"reject", Reject},         {"release", Release},             {"end", EndSlot},
+      {"destroySoon", DestroySoon}, {"destroy", Destroy},           {"pause", Pause},
+      {"resume", Resume},         {"bytesOut", BytesOut},           {"peer", Peer},
+      {"sweep", Sweep},           {"close", Dispose},
+  };
+  for (const Method& m : methods) {
+    napi_value fn;
+    if (napi_create_function(env, m.name, NAPI_AUTO_LENGTH, m.fn, t, &fn) != napi_ok ||
+        napi_set_named_property(env, object, m.name, fn) != napi_ok) {
+      t->DeleteWhenClosed();
+      return nullptr;
+    }
+  }
+  if (napi_add_finalizer(env, object, t, Finalize, nullptr, nullptr) != napi_ok) {
+    t->DeleteWhenClosed();
+    return Throw(env, "could not set up the transport");
+  }
+  napi_add_env_cleanup_hook(env, Cleanup, t);
+  return object;
+}
+
+}  // namespace
+
+napi_status InitTransport(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_status status = napi_create_function(env, "createTransport", NAPI_AUTO_LENGTH, CreateTransport, nullptr, &fn);
+  if (status != napi_ok) return status;
+  return napi_set_named_property(env, exports, "createTransport", fn);
+}
+
+}  // namespace wavecast
+
+#endif  // WAVECAST_HAVE_TRANSPORT

@@ -1,0 +1,200 @@
+// The native transport's loop: one epoll set, the slots, and the batch of
+// events that goes to JS. No N-API here: the binding (transport-binding.cc)
+// derives from Loop and implements Deliver(), the one place JS is called.
+//
+//   accept4 -> kPeeking: peek (MSG_PEEK) until the request head is complete
+//     - not a GET, a bare LF, no complete head within 16 KiB, or the peer
+//       stopped sending: the descriptor is handed to JS untouched (event
+//       HTTP) and Node's http.Server reads the request from the kernel as if
+//       it had accepted it itself (and answers 400 or 431 where it should).
+//     - a complete GET head: event HEAD with a copy of it -> kPending while
+//       JS decides: accept() consumes the head and writes the 101 (kOpen),
+//       reject() consumes it, writes the refusal and closes after the
+//       client's FIN (kRefusing, never reported again), release() hands the
+//       descriptor to Node (plain HTTP after all).
+//   open: reads (level-triggered, at most 64 KiB per connection per epoll
+//   event) become DATA events; EOF is END; writes go straight to the kernel
+//   and what it does not take waits in a per-connection queue flushed on
+//   EPOLLOUT (DRAIN when empty); close() of the descriptor is CLOSE.
+//
+// THE RULE (what keeps one connection's bytes away from another's): JS runs
+// only between epoll events. Before one is handled, the batch is made to
+// have room for everything that event can add (kEventRoom events, a read
+// chunk of data, a request head); if it has not, the batch goes to JS first.
+// Nothing that handles an event (Peek, Read, FlushQueue, Close, Push) ever
+// calls JS, so no offset, slot or state read while handling it can be
+// changed under it. After each call into JS, the pump re-reads everything:
+// the epoll events it still holds are checked against the slot's generation
+// and state, because JS may have closed any connection, the listener, or the
+// whole transport.
+#ifndef WAVECAST_TRANSPORT_LOOP_H_
+#define WAVECAST_TRANSPORT_LOOP_H_
+
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "transport-conn.h"
+
+namespace wavecast {
+namespace transport {
+
+// Event types, shared with src/transport.ts.
+enum Event : int32_t { kEvHead = 1, kEvHttp = 2, kEvData = 3, kEvEnd = 4, kEvClose = 5, kEvDrain = 6 };
+
+// Each event is type, slot, generation, a, b (int32 each).
+constexpr size_t kEventInts = 5;
+constexpr size_t kMaxEvents = 2048;
+// The most events one epoll event can add: DRAIN, then DATA, END or CLOSE,
+// then CLOSE. Reserved (with margin) before each one is handled.
+constexpr size_t kEventRoom = 4;
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kDataCapacity = 128 * 1024;
+// A batch goes to JS once it holds this many bytes: JS answers the first
+// messages (and the kernel sends the answers) while later ones are read,
+// instead of reading every ready connection before answering any.
+constexpr size_t kBatchBytes = 64 * 1024;
+constexpr size_t kHeadMax = 16 * 1024;
+// Request heads travel in a buffer of their own, never in the one whose
+// views carry payloads to the app (cookies and tokens stay out of it).
+constexpr size_t kHeadsCapacity = 256 * 1024;
+// A head that has not completed after this long is cut even with
+// handshakeTimeout 0 (Node's own headersTimeout is 60 s too).
+constexpr uint32_t kHeadHardCapMs = 60 * 1000;
+constexpr int kEpollBatch = 256;
+constexpr int kAcceptBatch = 256;
+constexpr uint64_t kListenTag = ~uint64_t{0};
+
+// Blocks of kDataCapacity bytes, reused: a large batch is handed to JS in
+// its block, which comes back when V8 frees the Buffer (see the binding).
+uint8_t* TakeBlock();
+void GiveBlock(uint8_t* block);
+
+class Loop {
+ public:
+  Loop();
+  virtual ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Sets up epoll on `uv`'s loop; false (errno set) on failure.
+  bool Init(uv_loop_t* uv);
+
+  // --- what JS asks (each refuses a stale handle) --------------------------
+  // listen: 0 or an errno; `port` gets the port bound.
+  int Listen(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* port);
+  void CloseListener();
+  // Bytes queued afterwards, or -1 when the handle is not open for writing.
+  double Write(int64_t handle, const struct iovec* iov, int iovcnt);
+  bool Answer(int64_t handle, size_t head_len, const struct iovec& response, bool accept);
+  int Release(int64_t handle);
+  void End(int64_t handle);
+  void DestroySoon(int64_t handle);
+  void Destroy(int64_t handle);
+  void SetPaused(int64_t handle, bool paused);
+  double BytesOut(int64_t handle) const;
+  // The peer's address, for a pending or upgraded slot.
+  bool Peer(int64_t handle, struct sockaddr_storage* addr) const;
+  int Sweep(uint32_t age);
+  void Dispose();
+  bool disposed() const { return disposed_; }
+  bool listening() const { return listen_fd_ >= 0; }
+
+ protected:
+  // Hands the batch to JS: `count` events in events(), data_size() bytes of
+  // data() and heads_size() bytes of heads(). The only call into JS.
+  virtual void Deliver(size_t count) = 0;
+  // Drops what the binding holds of JS (callback, event array); called once
+  // the transport is disposed and no batch is being read. May run twice.
+  virtual void ReleaseJs() = 0;
+  // Takes the data block (the batch's successor gets another).
+  uint8_t* ReleaseData();
+  int32_t* events() { return events_; }
+  const uint8_t* data() const { return data_.get(); }
+  size_t data_size() const { return data_size_; }
+  const uint8_t* heads() const { return heads_.get(); }
+  size_t heads_size() const { return heads_size_; }
+  // The shared event array JS reads (set by the binding, kMaxEvents long).
+  void set_events(int32_t* events) { events_ = events; }
+
+ private:
+  // loop (transport-loop.cc)
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void OnIdle(uv_idle_t* handle);
+  static void OnAcceptRetry(uv_timer_t* handle);
+  static void OnHandleClosed(uv_handle_t* handle);
+  void Pump();
+  void Boundary();
+  void Flush();
+  void Dispatch(const epoll_event& ev);
+  void AcceptAll();
+  void PauseAccepting();
+  void ResumeAccepting();
+  void Read(uint32_t slot, uint32_t ready);
+  void Push(int32_t type, uint32_t slot, int32_t a, int32_t b);
+  void Raise(int32_t type, uint32_t slot, int32_t a, int32_t b);
+  void Close(uint32_t slot, int error);
+  void CloseHandOffs(size_t from);
+  uint32_t AllocSlot();
+  void SetState(uint32_t slot, State to);
+  void FreeSlot(uint32_t slot);
+  // The slot a handle names, if its generation is current and its state is
+  // one of `states` (a bit per State); else -1.
+  int64_t Resolve(int64_t handle, uint32_t states) const;
+  void SetInterest(uint32_t slot, uint32_t mask);
+  void UpdateInterest(uint32_t slot);
+  uint32_t Now() const;
+  // head (transport-head.cc)
+  void Peek(uint32_t slot, uint32_t ready);
+  void HandOff(uint32_t slot);
+  bool Consume(int fd, size_t len);
+  // writing (transport-write.cc)
+  double Send(uint32_t slot, const struct iovec* iov, int iovcnt);
+  void Enqueue(Conn& c, const struct iovec* iov, int iovcnt, size_t skip);
+  void FlushQueue(uint32_t slot);
+  void Emptied(uint32_t slot);
+  void Shutdown(uint32_t slot);
+
+  uv_loop_t* uv_ = nullptr;
+  uv_poll_t poll_;
+  uv_idle_t idle_;
+  uv_timer_t accept_retry_;
+  int open_handles_ = 0;
+  int epfd_ = -1;
+  int listen_fd_ = -1;
+  int reserve_fd_ = -1;  // given up on EMFILE to accept and drop one connection
+  bool accept_paused_ = false;
+  bool disposed_ = false;
+  bool pumping_ = false;
+  bool in_js_ = false;
+  int32_t* events_ = nullptr;
+  size_t event_count_ = 0;
+  std::unique_ptr<uint8_t, void (*)(uint8_t*)> data_;
+  size_t data_size_ = 0;
+  std::unique_ptr<uint8_t[]> heads_;
+  size_t heads_size_ = 0;
+  std::vector<Conn> conns_;
+  std::vector<uint32_t> free_slots_;
+  // Events raised while JS runs or between batches (CLOSEs of connections JS
+  // or a timer closed): moved into the batch at the next boundary.
+  std::vector<int32_t> deferred_;
+  uint8_t scratch_[kHeadMax];
+
+ public:
+  // Set by the binding: the loop frees itself once its libuv handles are
+  // closed and JS no longer holds it.
+  bool js_alive = true;
+  void DeleteWhenClosed();
+};
+
+constexpr uint32_t Bit(State s) { return uint32_t{1} << static_cast<int>(s); }
+
+}  // namespace transport
+}  // namespace wavecast
+
+#endif  // WAVECAST_TRANSPORT_LOOP_H_
