@@ -61,6 +61,23 @@ function checkDrain(connection: Connection): void {
     connection.owner.onDrain(connection);
   }
 }
+/**
+ * While a connection is over `maxBackpressure`, it is not read: whatever a
+ * client makes the server write on its own (pongs, close replies, an app's
+ * echo) stops growing the queue once the client stops reading. Reading
+ * resumes when everything queued has left user space.
+ */
+function checkThrottle(connection: Connection): void {
+  if (connection.state === ReadyState.CLOSED) return;
+  const wire = connection.wire;
+  if (wire.queued > 0) {
+    wire.whenDrained(() => checkThrottle(connection));
+  } else if (connection.pendingBytes > 0) {
+    setImmediate(checkThrottle, connection);
+  } else {
+    connection.unthrottle();
+  }
+}
 function onCloseTimeout(connection: Connection): void {
   connection.wire.destroy();
 }
@@ -74,6 +91,10 @@ interface Deferred {
   bytes: number;
 }
 const NO_DATA = Buffer.alloc(0);
+
+// Why reading is paused (bits): a fragment being inflated, a queue over the limit.
+const PAUSED_INFLATE = 1;
+const PAUSED_BACKPRESSURE = 2;
 
 /**
  * State held per connection. Budget: the fields below plus the parser
@@ -113,6 +134,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   private deferredBytes = 0;
   /** Whether the last deferred data frame left a fragmented message open (checked when deferring). */
   private deferredFragmenting = false;
+  /** Why the wire is not being read (PAUSED_* bits); 0 while reading. */
+  private pausedBy = 0;
 
   constructor(
     readonly fd: number,
@@ -156,6 +179,48 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   receive(chunk: Buffer): void {
     this.lastReceive = Date.now();
     this.parser.write(chunk);
+    this.checkBackpressure();
+  }
+
+  /**
+   * What the client made us write (pongs, a close reply, an app's answers)
+   * counts toward `maxBackpressure`: past it, the client is not read (the
+   * parser holds the rest of its chunk) until the queue drains, so one that
+   * never reads cannot grow it by more than a frame.
+   */
+  private checkBackpressure(): void {
+    if (this.bufferedAmount > this.owner.maxBackpressure && this.state !== ReadyState.CLOSED) this.throttle();
+  }
+
+  private throttle(): void {
+    if (this.owner.backpressure === 'close') {
+      if (this.state === ReadyState.OPEN) this.expire(1008, 'slow consumer');
+      return;
+    }
+    if (this.pausedBy & PAUSED_BACKPRESSURE) return;
+    this.pauseReading(PAUSED_BACKPRESSURE);
+    setImmediate(checkThrottle, this);
+  }
+
+  /** @internal reading resumes once a throttled connection's queue is empty. */
+  unthrottle(): void {
+    this.resumeReading(PAUSED_BACKPRESSURE);
+  }
+
+  private pauseReading(reason: number): void {
+    if (this.pausedBy === 0) {
+      this.parser.pause();
+      this.wire.pause();
+    }
+    this.pausedBy |= reason;
+  }
+
+  private resumeReading(reason: number): void {
+    if (!(this.pausedBy & reason)) return;
+    this.pausedBy &= ~reason;
+    if (this.pausedBy !== 0) return;
+    this.wire.resume();
+    this.parser.resume();
   }
 
   // --- sending ---------------------------------------------------------------
@@ -380,14 +445,14 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   onMessage(opcode: number, payload: Buffer): void {
     this.messagesIn++;
     this.owner.onMessage(this, opcode, payload);
+    this.checkBackpressure();
   }
 
   onCompressedFragment(opcode: number, payload: Buffer, fin: boolean): void {
     if (!fin && payload.length === 0) return;
     // Hold further input until this fragment is inflated: messages stay in
     // order and nothing piles up in memory while zlib works.
-    this.parser.pause();
-    this.wire.pause();
+    this.pauseReading(PAUSED_INFLATE);
     this.deflate!.decompress(payload, fin, (error, message) => this.inflated(opcode, error, message));
   }
 
@@ -401,19 +466,19 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
       this.parser.stop();
       this.onError(error);
       // Read on (and ignore) so the peer's close is seen.
-      this.wire.resume();
+      this.resumeReading(PAUSED_INFLATE);
       return;
     }
     if (message !== null) this.onMessage(opcode, message);
     if (this.parser.stopped) return;
-    this.wire.resume();
-    this.parser.resume();
+    this.resumeReading(PAUSED_INFLATE);
   }
 
   onPing(payload: Buffer): void {
     // RFC 6455 5.5.2: answer a ping with a pong carrying the same payload.
     if (this.state === ReadyState.OPEN) this.write(encodeFrame(OPCODE.PONG, payload));
     this.owner.onPing(this, payload);
+    this.checkBackpressure();
   }
 
   onPong(payload: Buffer): void {
