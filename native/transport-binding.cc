@@ -420,13 +420,18 @@ napi_value Peer(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// sweep(age): closes connections in their handshake after `age` ms (0: only
-// heads that never completed, after the hard cap). Returns how many.
+// sweep(age, headCap): closes connections in their handshake after `age` ms
+// (0: no limit), and heads still incomplete after `headCap` ms whatever the
+// age. Returns how many.
 napi_value Sweep(napi_env env, napi_callback_info info) {
-  int64_t age;
-  JsTransport* t = IntArgCall(env, info, &age);
-  if (t == nullptr || age < 0) return Number(env, 0);
-  return Number(env, t->Sweep(age > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(age)));
+  size_t argc = 2;
+  napi_value argv[2] = {nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  const int64_t age = Int(env, argv[0]);
+  const int64_t cap = Int(env, argv[1]);
+  if (t == nullptr || age < 0 || cap <= 0) return Number(env, 0);
+  const auto ms = [](int64_t v) { return v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v); };
+  return Number(env, t->Sweep(ms(age), ms(cap)));
 }
 
 // close(): closes the listener and every connection without events; the

@@ -517,11 +517,12 @@ bool Loop::Peer(int64_t handle, sockaddr_storage* addr) const {
   return getpeername(conns_[slot].fd, reinterpret_cast<sockaddr*>(addr), &len) == 0;
 }
 
-// Closes connections still in their handshake after `age` ms (0: no limit
-// but the hard cap on heads that never complete). Returns how many.
-int Loop::Sweep(uint32_t age) {
+// Closes connections still in their handshake after `age` ms (0: no limit),
+// and heads (and refusals) still lingering after `head_cap` ms whatever the
+// age: a head that never completes is cut even with no handshake timeout.
+int Loop::Sweep(uint32_t age, uint32_t head_cap) {
   const uint32_t now = Now();
-  const uint32_t head_limit = age > 0 && age < kHeadHardCapMs ? age : kHeadHardCapMs;
+  const uint32_t head_limit = age > 0 && age < head_cap ? age : head_cap;
   int closed = 0;
   for (uint32_t slot = 0; slot < conns_.size(); slot++) {
     const Conn& c = conns_[slot];

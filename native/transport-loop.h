@@ -63,9 +63,6 @@ constexpr size_t kHeadMax = 16 * 1024;
 // Request heads travel in a buffer of their own, never in the one whose
 // views carry payloads to the app (cookies and tokens stay out of it).
 constexpr size_t kHeadsCapacity = 256 * 1024;
-// A head that has not completed after this long is cut even with
-// handshakeTimeout 0 (Node's own headersTimeout is 60 s too).
-constexpr uint32_t kHeadHardCapMs = 60 * 1000;
 constexpr int kEpollBatch = 256;
 constexpr int kAcceptBatch = 256;
 constexpr uint64_t kListenTag = ~uint64_t{0};
@@ -100,7 +97,7 @@ class Loop {
   double BytesOut(int64_t handle) const;
   // The peer's address, for a pending or upgraded slot.
   bool Peer(int64_t handle, struct sockaddr_storage* addr) const;
-  int Sweep(uint32_t age);
+  int Sweep(uint32_t age, uint32_t head_cap);
   void Dispose();
   bool disposed() const { return disposed_; }
   bool listening() const { return listen_fd_ >= 0; }

@@ -61,8 +61,8 @@ export interface TransportBinding {
   resume(handle: number): void;
   bytesOut(handle: number): number;
   peer(handle: number): [string, number] | undefined;
-  /** Closes connections in their handshake after `age` ms (0: only heads past the hard cap of 60 s). */
-  sweep(age: number): number;
+  /** Closes connections in their handshake after `age` ms, and heads not complete after `headCap` ms whatever `age` (0: no limit but that). */
+  sweep(age: number, headCap: number): number;
   close(): void;
 }
 

@@ -776,7 +776,9 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
   onMessage(connection: Connection, opcode: number, payload: Buffer): void {
     this.counters.messagesIn++;
     try {
-      this.emit('message', new Frame(connection.fd, opcode, payload));
+      // A view into a native batch also holds other connections' bytes.
+      const shared = connection.wire.handle >= 0 && payload.length !== payload.buffer.byteLength;
+      this.emit('message', new Frame(connection.fd, opcode, payload, true, shared));
     } catch (error) {
       this.listenerFailed(connection, error);
     }
@@ -1004,7 +1006,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
 
   /** Validates a message and returns its payload; throws on bad arguments. */
   private validate(data: PushData, opcode: number, finish: boolean): Buffer | string {
-    const payload = data instanceof Frame ? data.payload : typeof data === 'string' ? data : toBuffer(data);
+    const payload = data instanceof Frame ? data.bytes : typeof data === 'string' ? data : toBuffer(data);
     if (typeof finish !== 'boolean') throw new TypeError('finish must be a boolean');
     if (opcode === OPCODE.CLOSE) throw new TypeError('use disconnect(fd, code, reason) to close');
     if (

@@ -27,11 +27,10 @@ const EVENT_INTS = 5;
 /** A handle is `generation * SLOTS + slot` (native/transport-conn.h). */
 const SLOTS = 2 ** 24;
 /**
- * How often the native transport looks for handshakes past their deadline
- * when `handshakeTimeout` is 0: heads that never complete are still cut
- * after 60 s there.
+ * Request heads that never complete are cut after this long even with
+ * `handshakeTimeout: 0` (Node's own `headersTimeout` is 60 s too).
  */
-const HARD_CAP_SWEEP_MS = 5000;
+const HEAD_HARD_CAP_MS = 60_000;
 
 /** What the transport hands its server. */
 export interface TransportHandler {
@@ -165,8 +164,10 @@ export class NativeTransport {
   /** Throws when the addon has no transport (see `nativeTransportAvailable`). */
   constructor(
     private readonly handler: TransportHandler,
-    /** Connections still in their handshake after this many ms are closed (0: never). */
+    /** Connections still in their handshake after this many ms are closed (0: only heads past `headCap`). */
     private readonly handshakeTimeout: number,
+    /** @internal heads that never complete are cut after this many ms whatever the timeout. */
+    private readonly headCap = HEAD_HARD_CAP_MS,
   ) {
     if (createTransport === null) throw new Error('the native transport is not available');
     this.binding = createTransport(this.onEvents);
@@ -179,9 +180,9 @@ export class NativeTransport {
     // One sweep for every connection in its handshake: closes it within
     // 1.25x the timeout, without a timer per connection. With no timeout it
     // still cuts request heads that never complete (the native hard cap).
-    const timeout = this.handshakeTimeout;
-    const every = timeout > 0 ? Math.max(10, Math.min(1000, Math.floor(timeout / 4))) : HARD_CAP_SWEEP_MS;
-    this.sweepTimer = setInterval(() => this.binding.sweep(timeout), every);
+    const { handshakeTimeout: timeout, headCap } = this;
+    const every = Math.max(10, Math.min(1000, Math.floor((timeout > 0 ? Math.min(timeout, headCap) : headCap) / 4)));
+    this.sweepTimer = setInterval(() => this.binding.sweep(timeout, headCap), every);
     this.sweepTimer.unref();
     return this.listenPort;
   }

@@ -332,7 +332,12 @@ export class Parser {
     if (!this.fin) return;
     let payload: Buffer;
     if (this.message !== null) {
+      // A buffer grown by doubling can be twice the message: a message the
+      // app keeps should cost its own size, so a loose one is trimmed.
       payload = this.message.subarray(0, this.messageLength);
+      if (this.message.length - this.messageLength > this.messageLength >>> 2) {
+        payload = Buffer.from(payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.length));
+      }
       // The message ended inside a code point: the first missing byte is the bad one.
       if (this.messageOpcode === OPCODE.TEXT && this.utf8State !== 0) return this.fail('INVALID_UTF8', this.messageLength);
     } else {
