@@ -47,4 +47,4 @@ node --input-type=module -e "
 node --test --test-timeout=300000 \
   "$stage/dist/test/native.test.js" "$stage/dist/test/mask.test.js" "$stage/dist/test/utf8.test.js" \
   "$stage/dist/test/transport.test.js" "$stage/dist/test/server.test.js" "$stage/dist/test/protocol.test.js" \
-  "$stage/dist/test/broadcast.test.js" "$stage/dist/test/handshake.test.js"
+  "$stage/dist/test/broadcast.test.js" "$stage/dist/test/handshake.test.js" "$stage/dist/test/stress.test.js"
