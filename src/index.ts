@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 export { Server } from './server.js';
-export type { ClientInfo, PushData, ServerEvents, ServerOptions, ServerStats } from './server.js';
+export type { ClientInfo, PushData, ServerEvents, ServerOptions, ServerStats } from './server-types.js';
 export type { Adapter, AdapterHost } from './adapter.js';
 export { RedisAdapter } from './redis-adapter.js';
 export type { RedisAdapterEvents, RedisAdapterOptions } from './redis-adapter.js';

@@ -1,0 +1,83 @@
+/**
+ * Listening with the addon's native transport (`transport.ts`): the
+ * transport accepts, hands clean WebSocket upgrade heads to the upgrade
+ * decision, and gives every other connection to the server's Node
+ * `http.Server` as a socket, as if that server had accepted it.
+ */
+import type http from 'node:http';
+import type https from 'node:https';
+import { lookup } from 'node:dns/promises';
+import { isIP, type Socket } from 'node:net';
+import { NativeHandshake } from './handshake-io.js';
+import type { Settings } from './options.js';
+import { hasToken } from './protocol/handshake.js';
+import { parseRequestHead } from './protocol/http-head.js';
+import type { ServerCore } from './server-core.js';
+import { NativeTransport, nativeTransportAvailable, type NativeWire } from './transport.js';
+import { decide } from './upgrade.js';
+
+/** Whether a server with these settings listens with the native transport. */
+export function usesNativeTransport(settings: Settings): boolean {
+  const options = settings.options;
+  const host = options.host;
+  return (
+    options.nativeTransport !== false &&
+    nativeTransportAvailable &&
+    options.tls === undefined &&
+    settings.workerNum === 1 &&
+    // Scoped IPv6 addresses (fe80::1%eth0) are Node's to bind.
+    (host === undefined || !host.includes('%'))
+  );
+}
+
+/**
+ * Listens with the native transport. `server` never listens itself: it
+ * gets the connections that are plain HTTP, as if it had accepted them.
+ * Sets `core.transport` once listening.
+ */
+export async function listenNative<Data>(core: ServerCore<Data>, server: http.Server | https.Server): Promise<void> {
+  const onHead = (wire: NativeWire, head: Buffer): void => {
+    const req = parseRequestHead(head);
+    // Only clean WebSocket upgrades stay native; anything else is Node's http.Server's to answer.
+    if (
+      req === null ||
+      !hasToken(req.headers.upgrade as string | undefined, 'websocket') ||
+      !hasToken(req.headers.connection as string | undefined, 'upgrade')
+    ) {
+      transport.release(wire);
+      return;
+    }
+    decide(core, req, new NativeHandshake(transport, wire, head.length));
+  };
+  const onHttp = (socket: Socket): void => {
+    if (core.stopping) {
+      socket.destroy();
+      return;
+    }
+    (socket as Socket & { server: unknown }).server = server;
+    server.emit('connection', socket);
+  };
+  const transport = new NativeTransport({ onHead, onHttp }, core.settings.handshakeTimeout);
+  const { port = 0, backlog, host } = core.settings.options;
+  try {
+    if (host === undefined) {
+      // Node's default: IPv6 any-address taking IPv4 too, or IPv4 alone without IPv6.
+      try {
+        transport.listen('::', port, backlog, false);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error;
+        transport.listen('0.0.0.0', port, backlog, false);
+      }
+    } else {
+      const address = isIP(host) !== 0 ? host : (await lookup(host)).address;
+      transport.listen(address, port, backlog, false);
+    }
+  } catch (error) {
+    transport.close();
+    throw error;
+  }
+  core.transport = transport;
+  // http.Server tracks its connections (closeAllConnections, request
+  // timeouts) from its 'listening' event on.
+  server.emit('listening');
+}

@@ -1,0 +1,141 @@
+/**
+ * Listening with Node's `http` / `https` modules: the server's own
+ * `http.Server` (TLS, no addon, `nativeTransport: false`, workers) or one the
+ * app attached (`server` option). Its `upgrade` events become handshakes;
+ * plain requests go to the `request` event (426 without one); malformed
+ * HTTP gets 400. The native transport (`listen-native.ts`) hands its plain
+ * HTTP connections to this same `http.Server`.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import { Server as NetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { armHandshakeTimer, disarmHandshakeTimer, SocketHandshake } from './handshake-io.js';
+import { hasToken, rejectResponse } from './protocol/handshake.js';
+import type { ServerOptions } from './server-types.js';
+import type { ServerCore } from './server-core.js';
+import { decide, pathOf } from './upgrade.js';
+
+function ignoreError(): void {}
+
+/** Listens with Node's own net server (TLS, no addon, `nativeTransport: false`). */
+export function listenNode(server: http.Server | https.Server, options: ServerOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: options.port ?? 0, host: options.host, backlog: options.backlog }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Hands an upgrade request on a Node socket to the upgrade decision. */
+export function handleSocketUpgrade<Data>(core: ServerCore<Data>, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  decide(core, req, new SocketHandshake(socket, head, core.settings.handshakeTimeout));
+}
+
+/** The `http.Server` a server listens with or is attached to, and its listeners. */
+export class HttpFront<Data> {
+  readonly server: http.Server | https.Server;
+  /** The server created it (and listens with it), rather than the app. */
+  readonly owned: boolean;
+
+  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const path = this.core.settings.options.path;
+    if (path !== undefined && !this.owned) {
+      // Attached: leave other paths to the server's other upgrade listeners.
+      if (pathOf(req.url) !== path && this.server.listenerCount('upgrade') > 1) return;
+    }
+    handleSocketUpgrade(this.core, req, socket, head);
+  };
+  private readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    disarmHandshakeTimer(req.socket);
+    if (hasToken(req.headers.upgrade, 'websocket')) {
+      // Looks like a WebSocket handshake, but Node saw no `Connection: Upgrade`.
+      this.core.counters.rejected++;
+      res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
+      res.end('the Connection header must contain "Upgrade"');
+      return;
+    }
+    const events = this.core.events;
+    if (events.listenerCount('request') > 0) {
+      events.emit('request', req, res);
+      return;
+    }
+    const body = 'this is a WebSocket server: upgrade required';
+    res.writeHead(426, {
+      Upgrade: 'websocket',
+      Connection: 'close',
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  };
+  private readonly onConnection = (socket: Socket): void => {
+    armHandshakeTimer(socket, this.core.settings.handshakeTimeout);
+  };
+  private readonly onClientError = (error: NodeJS.ErrnoException, socket: Duplex): void => {
+    // Not HTTP, or malformed HTTP: answer 400 (431 for oversized headers) and close.
+    if (socket.writable && !(socket as Socket).bytesWritten) {
+      const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      socket.end(rejectResponse(status));
+    }
+    socket.destroy();
+  };
+
+  constructor(private readonly core: ServerCore<Data>) {
+    const options = core.settings.options;
+    this.owned = core.settings.ownsHttpServer;
+    this.server = options.server ?? (options.tls ? https.createServer(options.tls) : http.createServer());
+  }
+
+  /** Starts taking the server's upgrades (and, when owned, its requests and connections). */
+  attach(): void {
+    const server = this.server;
+    server.on('upgrade', this.onUpgrade);
+    if (!this.owned) return;
+    server.on('request', this.onRequest);
+    server.on('connection', this.onConnection);
+    server.on('clientError', this.onClientError);
+    server.on('tlsClientError', ignoreError);
+  }
+
+  /**
+   * Stops taking upgrades; an owned server stops listening and closes its
+   * idle keep-alive connections. Resolves when an owned server is closed.
+   */
+  stopAccepting(): Promise<void> {
+    const server = this.server;
+    const closed = this.owned ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    server.removeListener('upgrade', this.onUpgrade);
+    if (this.owned) server.closeIdleConnections();
+    return closed;
+  }
+
+  /** After the WebSockets are gone: an owned server drops its remaining connections and listeners. */
+  release(): void {
+    if (!this.owned) return;
+    const server = this.server;
+    server.closeAllConnections();
+    server.removeListener('request', this.onRequest);
+    server.removeListener('connection', this.onConnection);
+  }
+
+  /**
+   * Waits (at most 2 s, or `handshakeTimeout`) until every TCP connection
+   * the closed listener accepted has become a WebSocket or gone, so a client
+   * in the middle of its handshake is upgraded (then closed with 1001 like
+   * the rest) rather than refused.
+   */
+  async drainHandshakes(): Promise<void> {
+    const server = this.server;
+    // net's close, not http's: http's also cuts connections that have not sent their request yet.
+    NetServer.prototype.close.call(server);
+    const deadline = Date.now() + Math.min(this.core.settings.handshakeTimeout || 2000, 2000);
+    while (Date.now() < deadline) {
+      const open = await new Promise<number>((resolve) => server.getConnections((error, n) => resolve(error ? 0 : n)));
+      if (open <= this.core.registry.size) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}
