@@ -71,6 +71,12 @@ export class ServerCore<Data> implements ConnectionOwner {
   membership: Membership | null = null;
   primary: Primary | null = null;
   private closeWaiters: (() => void)[] = [];
+  /**
+   * Connections whose `close` listeners are running: gone from the registry
+   * (not `exist`, sends return false) but still readable (`getData`,
+   * `getClientInfo`, `topics`) until the listeners return.
+   */
+  private readonly departing = new Map<number, Connection<Data>>();
 
   constructor(
     readonly settings: Settings,
@@ -89,6 +95,14 @@ export class ServerCore<Data> implements ConnectionOwner {
       onPing: (connection) => connection.send(OPCODE.PING, HEARTBEAT_PING, true),
     });
     cores.set(events, this as ServerCore<unknown>);
+  }
+
+  /**
+   * The connection of `fd` for reading its state: a live one, or one whose
+   * `close` listeners are running. Sends and subscriptions use `registry`.
+   */
+  lookup(fd: number): Connection<Data> | undefined {
+    return this.registry.get(fd) ?? (this.departing.size > 0 ? this.departing.get(fd) : undefined);
   }
 
   /** Resolves when no connection is left. */
@@ -123,7 +137,7 @@ export class ServerCore<Data> implements ConnectionOwner {
 
   /** Facts about one connection of this process, or undefined for an unknown fd. */
   clientInfo(fd: number): ClientInfo | undefined {
-    const c = this.registry.get(fd);
+    const c = this.lookup(fd);
     if (c === undefined) return undefined;
     return {
       fd,
@@ -184,16 +198,27 @@ export class ServerCore<Data> implements ConnectionOwner {
     this.reportError(error, connection.fd);
   }
 
-  onClosed(connection: Connection, code: number, reason: string, wasClean: boolean): void {
-    this.registry.delete(connection.fd);
-    this.topicIndex.unsubscribeAll(connection as Connection<Data>);
+  onClosed(closed: Connection, code: number, reason: string, wasClean: boolean): void {
+    const connection = closed as Connection<Data>;
+    const fd = connection.fd;
+    this.registry.delete(fd);
+    // Out of every topic (publishes no longer count it), but `topics(fd)` still answers during `close`.
+    const topics = connection.topics;
+    this.topicIndex.unsubscribeAll(connection);
+    connection.topics = topics;
     const counters = this.counters;
     counters.closed++;
     counters.messagesOut += connection.messagesOut;
     counters.bytesIn += connection.bytesIn;
     counters.bytesOut += connection.bytesOut;
-    this.router?.closed(connection.fd);
-    this.events.emit('close', connection.fd, code, reason, wasClean);
+    this.router?.closed(fd);
+    this.departing.set(fd, connection);
+    try {
+      this.events.emit('close', fd, code, reason, wasClean);
+    } finally {
+      this.departing.delete(fd);
+      connection.topics = null;
+    }
     if (this.registry.size === 0 && this.closeWaiters.length > 0) {
       const waiters = this.closeWaiters;
       this.closeWaiters = [];

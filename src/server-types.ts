@@ -171,7 +171,13 @@ export interface ServerEvents<Data> {
   open: [fd: number, request: UpgradeRequest<Data>];
   /** A whole message (required: the server will not start without one). */
   message: [frame: Frame];
-  /** A connection is gone: the code and reason of its closing handshake (1006 if none). */
+  /**
+   * A connection is gone: the code and reason of its closing handshake (1006
+   * if none). While the listeners run, `getData(fd)`, `getClientInfo(fd)` and
+   * `topics(fd)` still answer (as Swoole's `onClose` can read the
+   * connection); `exist(fd)` is false and sends to it return false. After
+   * they return, nothing of the fd is left.
+   */
   close: [fd: number, code: number, reason: string, wasClean: boolean];
   /** A plain HTTP request (not an upgrade). Without listeners the answer is 426. */
   request: [req: IncomingMessage, res: ServerResponse];

@@ -236,12 +236,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
 
   /** Whether `fd` is subscribed to `topic`. */
   isSubscribed(fd: number, topic: string): boolean {
-    return this.#core.registry.get(fd)?.topics?.has(topic) ?? false;
+    return this.#core.lookup(fd)?.topics?.has(topic) ?? false;
   }
 
-  /** The topics `fd` is subscribed to. */
+  /** The topics `fd` is subscribed to (also during its `close` listeners, as they were at the end). */
   topics(fd: number): string[] {
-    const topics = this.#core.registry.get(fd)?.topics;
+    const topics = this.#core.lookup(fd)?.topics;
     return topics ? [...topics] : [];
   }
 
@@ -317,9 +317,12 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
     return this.#core.registry.fds();
   }
 
-  /** The data attached to `fd` by the handshake hook or `setData`. */
+  /**
+   * The data attached to `fd` by the handshake hook or `setData`; also
+   * during `fd`'s `close` listeners (undefined after they return).
+   */
   getData(fd: number): Data | undefined {
-    return this.#core.registry.get(fd)?.data;
+    return this.#core.lookup(fd)?.data;
   }
 
   /** Replaces the data attached to `fd`. False when `fd` is unknown. */
@@ -335,7 +338,11 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
     return this.#core.registry.get(fd)?.bufferedAmount ?? 0;
   }
 
-  /** Facts about one connection, or undefined for an unknown fd. */
+  /**
+   * Facts about one connection, or undefined for an unknown fd. Also during
+   * `fd`'s `close` listeners (with `established: false`), as Swoole's
+   * `onClose` can read them; undefined after they return.
+   */
   getClientInfo(fd: number): ClientInfo | undefined {
     return this.#core.clientInfo(fd);
   }
