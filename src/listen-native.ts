@@ -8,6 +8,7 @@ import type http from 'node:http';
 import type https from 'node:https';
 import { lookup } from 'node:dns/promises';
 import { isIP, type Socket } from 'node:net';
+import { getSystemErrorMap } from 'node:util';
 import { NativeHandshake } from './handshake-io.js';
 import type { Settings } from './options.js';
 import { hasToken } from './protocol/handshake.js';
@@ -28,6 +29,27 @@ export function usesNativeTransport(settings: Settings): boolean {
     // Scoped IPv6 addresses (fe80::1%eth0) are Node's to bind.
     (host === undefined || !host.includes('%'))
   );
+}
+
+/**
+ * The error `net.Server` gives for a failed listen (`listen EADDRINUSE:
+ * address already in use 127.0.0.1:9501`, with `address` and `port`), from
+ * the transport's bare system error.
+ */
+function listenError(error: unknown, address: string, port: number): unknown {
+  const cause = error as NodeJS.ErrnoException;
+  if (typeof cause?.errno !== 'number' || typeof cause.code !== 'string') return error;
+  // Not the listen itself (a failed DNS lookup of host is already Node's own error).
+  if (cause.syscall !== 'bind' && cause.syscall !== 'listen') return error;
+  const text = getSystemErrorMap().get(cause.errno)?.[1] ?? cause.message;
+  const where = port > 0 ? ` ${address}:${port}` : ` ${address}`;
+  const wrapped = new Error(`listen ${cause.code}: ${text}${where}`, { cause }) as NodeJS.ErrnoException & { address: string; port: number };
+  wrapped.code = cause.code;
+  wrapped.errno = cause.errno;
+  wrapped.syscall = 'listen';
+  wrapped.address = address;
+  wrapped.port = port;
+  return wrapped;
 }
 
 /**
@@ -59,22 +81,25 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   };
   const transport = new NativeTransport({ onHead, onHttp }, core.settings.handshakeTimeout);
   const { port = 0, backlog, host } = core.settings.options;
+  let address = '::';
   try {
     if (host === undefined) {
       // Node's default: IPv6 any-address taking IPv4 too, or IPv4 alone without IPv6.
       try {
-        transport.listen('::', port, backlog, false);
+        transport.listen(address, port, backlog, false);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error;
-        transport.listen('0.0.0.0', port, backlog, false);
+        address = '0.0.0.0';
+        transport.listen(address, port, backlog, false);
       }
     } else {
-      const address = isIP(host) !== 0 ? host : (await lookup(host)).address;
+      address = isIP(host) !== 0 ? host : (await lookup(host)).address;
       transport.listen(address, port, backlog, false);
     }
   } catch (error) {
     transport.close();
-    throw error;
+    // The transport's error is a bare system error; the app expects net.Server's.
+    throw listenError(error, address, port);
   }
   core.transport = transport;
   // http.Server tracks its connections (closeAllConnections, request

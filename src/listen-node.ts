@@ -18,6 +18,9 @@ import { decide, pathOf } from './upgrade.js';
 
 function ignoreError(): void {}
 
+/** The Servers attached to each app-owned `http.Server`, in the order they attached. */
+const attached = new WeakMap<http.Server | https.Server, HttpFront<unknown>[]>();
+
 /** Listens with Node's own net server (TLS, no addon, `nativeTransport: false`). */
 export function listenNode(server: http.Server | https.Server, options: ServerOptions): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -41,10 +44,17 @@ export class HttpFront<Data> {
   readonly owned: boolean;
 
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const path = this.core.settings.options.path;
-    if (path !== undefined && !this.owned) {
-      // Attached: leave other paths to the server's other upgrade listeners.
-      if (pathOf(req.url) !== path && this.server.listenerCount('upgrade') > 1) return;
+    if (!this.owned) {
+      const path = pathOf(req.url);
+      if (!this.claims(path)) {
+        const fronts = attached.get(this.server) ?? [];
+        // Another Server on this http.Server takes it.
+        if (fronts.some((front) => front.claims(path))) return;
+        // The app's own upgrade listeners may take it.
+        if (this.server.listenerCount('upgrade') > fronts.length) return;
+        // Nobody takes it: one answer (400, from the upgrade decision's path check), by the first Server attached.
+        if (fronts[0] !== this) return;
+      }
     }
     handleSocketUpgrade(this.core, req, socket, head);
   };
@@ -89,11 +99,22 @@ export class HttpFront<Data> {
     this.server = options.server ?? (options.tls ? https.createServer(options.tls) : http.createServer());
   }
 
+  /** Whether upgrades to `path` are this Server's (it has no `path`, or this one). */
+  claims(path: string): boolean {
+    const own = this.core.settings.options.path;
+    return own === undefined || own === path;
+  }
+
   /** Starts taking the server's upgrades (and, when owned, its requests and connections). */
   attach(): void {
     const server = this.server;
     server.on('upgrade', this.onUpgrade);
-    if (!this.owned) return;
+    if (!this.owned) {
+      const fronts = attached.get(server) ?? [];
+      fronts.push(this as HttpFront<unknown>);
+      attached.set(server, fronts);
+      return;
+    }
     server.on('request', this.onRequest);
     server.on('connection', this.onConnection);
     server.on('clientError', this.onClientError);
@@ -109,6 +130,11 @@ export class HttpFront<Data> {
     const closed = this.owned ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     server.removeListener('upgrade', this.onUpgrade);
     if (this.owned) server.closeIdleConnections();
+    else {
+      const fronts = attached.get(server) ?? [];
+      fronts.splice(fronts.indexOf(this as HttpFront<unknown>), 1);
+      if (fronts.length === 0) attached.delete(server);
+    }
     return closed;
   }
 

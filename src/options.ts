@@ -3,6 +3,8 @@
  * and what the rest of the server reads is a `Settings` with every default
  * filled in.
  */
+import http from 'node:http';
+import https from 'node:https';
 import { ownerCode } from './cluster/fd.js';
 import { resolveDeflateOptions, type ResolvedDeflateOptions } from './deflate.js';
 import type { ServerOptions } from './server-types.js';
@@ -28,6 +30,122 @@ export interface Settings {
   readonly workerNum: number;
 }
 
+/** Every option `ServerOptions` has (the compiler keeps this list complete). */
+const KNOWN_OPTIONS = Object.keys({
+  host: true,
+  port: true,
+  backlog: true,
+  tls: true,
+  server: true,
+  noServer: true,
+  path: true,
+  maxPayload: true,
+  heartbeatCheckInterval: true,
+  heartbeatIdleTime: true,
+  pingInterval: true,
+  handshakeTimeout: true,
+  closeTimeout: true,
+  maxConnections: true,
+  subprotocols: true,
+  maxBackpressure: true,
+  backpressure: true,
+  perMessageDeflate: true,
+  workerNum: true,
+  adapter: true,
+  instanceId: true,
+  nativeTransport: true,
+} satisfies Record<keyof ServerOptions, true>);
+
+/** Edit distance (insertions, deletions, substitutions), for "did you mean". */
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length];
+}
+
+/** The known option closest to `name` (ignoring case), or null when none is close. */
+export function closestOption(name: string): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const known of KNOWN_OPTIONS) {
+    const d = distance(name.toLowerCase(), known.toLowerCase());
+    if (d < bestDistance) {
+      best = known;
+      bestDistance = d;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : null;
+}
+
+/** A value as an error message names it: `the string '0'`, `a function`, `null`. */
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return `the string '${value}'`;
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`;
+  return `${typeof value} ${String(value)}`;
+}
+
+function checkServer(server: unknown): void {
+  if (server instanceof http.Server || server instanceof https.Server) return;
+  const candidate = server as { listen?: unknown; use?: unknown; server?: unknown } | null;
+  if (typeof server === 'function' && typeof candidate!.listen === 'function') {
+    throw new TypeError(
+      'server must be an http.Server or https.Server, got a function with listen(), like an Express app: ' +
+        'pass what app.listen() returns (or http.createServer(app))',
+    );
+  }
+  if (candidate !== null && typeof candidate === 'object' && candidate.server instanceof http.Server) {
+    throw new TypeError('server must be an http.Server or https.Server, got an object that has one in .server (Fastify?): pass that one');
+  }
+  throw new TypeError(`server must be an http.Server or https.Server, got ${describe(server)}`);
+}
+
+function checkTls(tls: unknown): void {
+  if (tls === null || typeof tls !== 'object') throw new TypeError(`tls must be an object of TLS options, got ${describe(tls)}`);
+  const o = tls as { key?: unknown; cert?: unknown; pfx?: unknown; SNICallback?: unknown };
+  const hasPair = o.key !== undefined && o.cert !== undefined;
+  if (!hasPair && o.pfx === undefined && o.SNICallback === undefined) {
+    throw new TypeError('tls needs a certificate: key and cert (or pfx, or an SNICallback)');
+  }
+}
+
+/** Checks the options a user mistypes most, with messages that say what was wrong. */
+function checkShape(options: ServerOptions): void {
+  for (const name of Object.keys(options)) {
+    if (KNOWN_OPTIONS.includes(name)) continue;
+    const closest = closestOption(name);
+    throw new TypeError(
+      closest === null
+        ? `unknown option '${name}' (known options: ${KNOWN_OPTIONS.join(', ')})`
+        : `unknown option '${name}': did you mean ${closest}?`,
+    );
+  }
+  if (options.port !== undefined && typeof options.port !== 'number') {
+    throw new TypeError(`port must be a number, got ${describe(options.port)}`);
+  }
+  if (options.host !== undefined && typeof options.host !== 'string') {
+    throw new TypeError(`host must be a string, got ${describe(options.host)}`);
+  }
+  if (options.path !== undefined && (typeof options.path !== 'string' || !options.path.startsWith('/'))) {
+    throw new TypeError(`path must be a string that starts with '/', got ${describe(options.path)}`);
+  }
+  if (options.tls !== undefined) checkTls(options.tls);
+  if (options.server !== undefined) checkServer(options.server);
+  if (options.noServer) {
+    const given = (['port', 'host', 'tls'] as const).filter((name) => options[name] !== undefined);
+    if (given.length > 0) {
+      throw new TypeError(`noServer takes no ${given.join(' or ')}: upgrades arrive through handleUpgrade() from your own server`);
+    }
+  }
+}
+
 /** Checks a time option (ms); `fallback` when it is not given. */
 export function checkTime(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -40,6 +158,7 @@ export function checkTime(name: string, value: number | undefined, fallback: num
 /** Checks `options` and fills in the defaults; throws `TypeError` / `RangeError` on a bad value. */
 export function resolveOptions(options: ServerOptions): Settings {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+  checkShape(options);
   const maxPayload = options.maxPayload ?? 2 * MiB;
   if (!Number.isSafeInteger(maxPayload) || maxPayload < 0) {
     throw new RangeError(`maxPayload must be a non-negative integer, got ${String(options.maxPayload)}`);
@@ -50,8 +169,8 @@ export function resolveOptions(options: ServerOptions): Settings {
   if (options.server !== undefined && options.noServer) {
     throw new TypeError('server and noServer cannot be used together');
   }
-  if (options.server !== undefined && (options.tls !== undefined || options.port !== undefined)) {
-    throw new TypeError('server cannot be combined with port or tls: the attached server listens');
+  if (options.server !== undefined && (options.tls !== undefined || options.port !== undefined || options.host !== undefined)) {
+    throw new TypeError('server cannot be combined with port, host or tls: the attached server listens');
   }
   const interval = checkTime('heartbeatCheckInterval', options.heartbeatCheckInterval, 0);
   const idleTime = checkTime('heartbeatIdleTime', options.heartbeatIdleTime, interval * 2);

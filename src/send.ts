@@ -51,12 +51,8 @@ export function validate(maxPayload: number, data: PushData, opcode: number, fin
     throw new TypeError(`invalid opcode ${String(opcode)}`);
   }
   // Byte length without encoding: a UTF-16 unit is at most 3 UTF-8 bytes.
-  const length =
-    typeof payload === 'string'
-      ? payload.length * 3 <= 125
-        ? payload.length
-        : Buffer.byteLength(payload)
-      : payload.length;
+  const limit = opcode >= 0x8 ? 125 : maxPayload;
+  const length = typeof payload === 'string' && payload.length * 3 > limit ? Buffer.byteLength(payload) : payload.length;
   if (opcode >= 0x8) {
     // RFC 6455 5.5: control frames carry at most 125 bytes and are never fragmented.
     if (length > 125) throw new RangeError('a ping or pong payload is at most 125 bytes');
@@ -147,12 +143,14 @@ export function broadcast<Data>(core: ServerCore<Data>, data: PushData, options:
 /** `Server.publish`: see there. */
 export function publish<Data>(core: ServerCore<Data>, topic: string, data: PushData, options: PublishOptions): number {
   checkTopic(topic);
-  const subscribers = core.topicIndex.subscribers(topic);
-  const remote = core.router !== null && options.local !== true;
-  if (subscribers === undefined && !remote) return 0;
+  // Bad arguments throw whether or not anyone listens (a mistake is not hidden by an empty topic).
+  checkCompress(options.compress);
   const opcode = resolveOpcode(data, options.opcode);
   if (opcode !== OPCODE.TEXT && opcode !== OPCODE.BINARY) throw new TypeError('publish sends text or binary messages');
   const payload = validate(core.maxPayload, data, opcode, true);
+  const subscribers = core.topicIndex.subscribers(topic);
+  const remote = core.router !== null && options.local !== true;
+  if (subscribers === undefined && !remote) return 0;
   if (remote) core.router!.publish(topic, opcode, payload, options.except, options.compress);
   if (subscribers === undefined) return 0;
   const frame = encodeFrame(opcode, payload, true);

@@ -53,6 +53,8 @@ export class ServerCore<Data> implements ConnectionOwner {
   stopping = false;
   /** Upgrades between request and 101 (an async hook may be running). */
   upgrading = 0;
+  /** A failed handshake was reported with `process.emitWarning` (once per server, without `error` listeners). */
+  handshakeFailureWarned = false;
   readonly counters = {
     accepted: 0,
     closed: 0,

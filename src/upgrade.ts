@@ -22,11 +22,26 @@ export function pathOf(url: string | undefined): string {
   return q === -1 ? url : url.slice(0, q);
 }
 
-/** Runs a handshake to its answer; an unexpected failure before the 101 answers 500. */
+/**
+ * Runs a handshake to its answer; an unexpected failure before the 101 (a
+ * throwing `handshake` hook) answers 500 and goes to `error` listeners, or,
+ * without any, is reported once per server with `process.emitWarning` so
+ * it is never silent.
+ */
 export function decide<Data>(core: ServerCore<Data>, req: RequestHead | IncomingMessage, handshake: Handshake): void {
-  upgrade(core, req, handshake).catch((error: unknown) => {
+  upgrade(core, req, handshake).catch((thrown: unknown) => {
     reject(core, handshake, 500);
-    core.reportError(error instanceof Error ? error : new Error(String(error)));
+    const error = thrown instanceof Error ? thrown : new Error(String(thrown));
+    if (core.events.listenerCount('error') > 0) {
+      core.events.emit('error', error);
+    } else if (!core.handshakeFailureWarned) {
+      core.handshakeFailureWarned = true;
+      process.emitWarning(
+        `a handshake failed with an exception, so the client got 500: ${error.message} ` +
+          "(listen to the server's 'error' event to handle these; this warning is given once per server)",
+        { type: 'WavecastWarning', code: 'WAVECAST_HANDSHAKE_FAILED', detail: error.stack },
+      );
+    }
   });
 }
 
