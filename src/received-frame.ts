@@ -3,31 +3,68 @@
  * `$frame`): `fd`, `data`, `opcode`, `finish`. Text is decoded lazily, on the
  * first read of `data`, so a message that is only relayed (`push(fd, frame)`,
  * `broadcast(frame)`) is sent from its validated bytes and never decoded.
+ *
+ * `Frame` is typed as a union on `opcode`, so `frame.opcode === OPCODE.TEXT`
+ * makes `frame.data` a `string` (and `BINARY` a `Buffer`) without a cast.
  */
 import { OPCODE } from './protocol/opcode.js';
 
-export class Frame {
+/** What every received message has, whatever its opcode. */
+export interface FrameFields {
+  /** The connection the message came from. */
+  readonly fd: number;
+  /** `OPCODE.TEXT` or `OPCODE.BINARY`. */
+  readonly opcode: number;
+  /** The message's bytes: UTF-8 (already validated) for text. */
+  readonly payload: Buffer;
+  /** Whether this is the whole message (always true unless fragments are delivered). */
+  readonly finish: boolean;
+  /** The message: a string for text (decoded on first access), the bytes for binary. */
+  readonly data: string | Buffer;
+  /** Whether `data` has been decoded (a relay that never decodes keeps this false). */
+  readonly decoded: boolean;
+}
+
+/** A received text message: `data` is its string. */
+export interface TextFrame extends FrameFields {
+  readonly opcode: typeof OPCODE.TEXT;
+  readonly data: string;
+}
+
+/** A received binary message: `data` is its bytes. */
+export interface BinaryFrame extends FrameFields {
+  readonly opcode: typeof OPCODE.BINARY;
+  readonly data: Buffer;
+}
+
+/** A received message: narrow it on `opcode` to get `data` as a `string` or a `Buffer`. */
+export type Frame = TextFrame | BinaryFrame;
+
+/** `Frame` as a value: `new Frame(fd, opcode, payload)` (to relay bytes as a received message) and `instanceof Frame`. */
+export interface FrameConstructor {
+  new (fd: number, opcode: number, payload: Buffer, finish?: boolean): Frame;
+  readonly prototype: Frame;
+}
+
+class ReceivedFrame implements FrameFields {
   #decoded: string | undefined;
 
   constructor(
-    /** The connection the message came from. */
     readonly fd: number,
-    /** `OPCODE.TEXT` or `OPCODE.BINARY`. */
     readonly opcode: number,
-    /** The message's bytes: UTF-8 (already validated) for text. */
     readonly payload: Buffer,
-    /** Whether this is the whole message (always true unless fragments are delivered). */
     readonly finish = true,
   ) {}
 
-  /** The message: a string for text (decoded on first access), the bytes for binary. */
   get data(): string | Buffer {
     if (this.opcode !== OPCODE.TEXT) return this.payload;
     return (this.#decoded ??= this.payload.toString('utf8'));
   }
 
-  /** Whether `data` has been decoded (a relay that never decodes keeps this false). */
   get decoded(): boolean {
     return this.#decoded !== undefined;
   }
 }
+
+/** The class of received messages (see the `Frame` type). */
+export const Frame = ReceivedFrame as unknown as FrameConstructor;

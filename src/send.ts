@@ -38,7 +38,8 @@ function toBuffer(data: Exclude<PushData, Frame | string>): Buffer {
 
 /** Validates a message and returns its payload; throws on bad arguments. */
 export function validate(maxPayload: number, data: PushData, opcode: number, finish: boolean): Buffer | string {
-  const payload = data instanceof Frame ? data.payload : typeof data === 'string' ? data : toBuffer(data);
+  const payload =
+    data instanceof Frame ? data.payload : typeof data === 'string' ? data : toBuffer(data as Exclude<PushData, Frame | string>);
   if (typeof finish !== 'boolean') throw new TypeError('finish must be a boolean');
   if (opcode === OPCODE.CLOSE) throw new TypeError('use disconnect(fd, code, reason) to close');
   if (

@@ -113,6 +113,12 @@ export interface PublishOptions {
   local?: boolean;
 }
 
+/** Options of `stop`. */
+export interface StopOptions {
+  /** How long to wait for closing handshakes before cutting the rest (ms). Default `closeTimeout`. */
+  timeout?: number;
+}
+
 /** What `getClientInfo(fd)` returns. */
 export interface ClientInfo {
   fd: number;

@@ -21,7 +21,7 @@ import { checkTime, resolveOptions } from './options.js';
 import { OPCODE } from './protocol/opcode.js';
 import { broadcast, checkCompress, checkTopic, publish, push, resolveOpcode, validate } from './send.js';
 import { ServerCore } from './server-core.js';
-import type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats } from './server-types.js';
+import type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats, StopOptions } from './server-types.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -123,7 +123,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
    * handshakes up to `timeout` ms (default `closeTimeout`), destroys the
    * rest, and resolves when all are gone.
    */
-  async stop({ timeout = this.closeTimeout }: { timeout?: number } = {}): Promise<void> {
+  async stop({ timeout = this.closeTimeout }: StopOptions = {}): Promise<void> {
     checkTime('timeout', timeout, 0);
     if (!this.#started) return;
     const core = this.#core;
