@@ -155,6 +155,41 @@ export function checkTime(name: string, value: number | undefined, fallback: num
   return value;
 }
 
+/** A quiet connection is pinged after this long by default (uWS.js and Bun ping idle sockets too). */
+export const DEFAULT_PING_INTERVAL = 30_000;
+/** By default a connection is closed after this many pings went unanswered. */
+const MISSED_PINGS = 2;
+
+/**
+ * The heartbeat's timings. On by default: a connection quiet for
+ * `pingInterval` (30 s) is pinged, and again each `pingInterval`; one quiet
+ * for `heartbeatIdleTime` (3 x `pingInterval`, so after 2 unanswered pings)
+ * is closed. Given one of the two, the other follows from it; Swoole's
+ * `heartbeatCheckInterval` alone keeps Swoole's idle time (twice the
+ * interval). `heartbeatIdleTime: 0` or `pingInterval: 0` (or
+ * `heartbeatCheckInterval: 0` alone) turns the heartbeat off.
+ */
+function resolveHeartbeat(options: ServerOptions): Settings['heartbeat'] {
+  const check = checkTime('heartbeatCheckInterval', options.heartbeatCheckInterval, -1);
+  const givenIdle = options.heartbeatIdleTime !== undefined;
+  const givenPing = options.pingInterval !== undefined;
+  if (check === 0 && !givenIdle && !givenPing) return { interval: 0, idleTime: 0, pingInterval: 0 };
+  const givenPingInterval = givenPing ? checkTime('pingInterval', options.pingInterval, 0) : undefined;
+  const idleTime = givenIdle
+    ? checkTime('heartbeatIdleTime', options.heartbeatIdleTime, 0)
+    : check > 0
+      ? 2 * check
+      : (MISSED_PINGS + 1) * (givenPingInterval ?? DEFAULT_PING_INTERVAL);
+  const pingInterval = givenPingInterval ?? Math.floor(idleTime / (MISSED_PINGS + 1));
+  if (idleTime > 0 && pingInterval >= idleTime) {
+    throw new RangeError('pingInterval must be shorter than heartbeatIdleTime, or pinged clients are cut');
+  }
+  const shortest = Math.min(...[idleTime, pingInterval].filter((t) => t > 0));
+  // One sweep a third of the shortest time: pings and closes land within a third of their time.
+  const interval = check > 0 ? check : Number.isFinite(shortest) ? Math.max(10, Math.floor(shortest / 3)) : 0;
+  return { interval, idleTime, pingInterval };
+}
+
 /** Checks `options` and fills in the defaults; throws `TypeError` / `RangeError` on a bad value. */
 export function resolveOptions(options: ServerOptions): Settings {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
@@ -172,12 +207,7 @@ export function resolveOptions(options: ServerOptions): Settings {
   if (options.server !== undefined && (options.tls !== undefined || options.port !== undefined || options.host !== undefined)) {
     throw new TypeError('server cannot be combined with port, host or tls: the attached server listens');
   }
-  const interval = checkTime('heartbeatCheckInterval', options.heartbeatCheckInterval, 0);
-  const idleTime = checkTime('heartbeatIdleTime', options.heartbeatIdleTime, interval * 2);
-  const pingInterval = checkTime('pingInterval', options.pingInterval, 0);
-  if (idleTime > 0 && pingInterval >= idleTime) {
-    throw new RangeError('pingInterval must be shorter than heartbeatIdleTime, or pinged clients are cut');
-  }
+  const heartbeat = resolveHeartbeat(options);
   const handshakeTimeout = checkTime('handshakeTimeout', options.handshakeTimeout, 10_000);
   const closeTimeout = checkTime('closeTimeout', options.closeTimeout, 5_000);
   const maxConnections = options.maxConnections ?? Infinity;
@@ -189,7 +219,6 @@ export function resolveOptions(options: ServerOptions): Settings {
     throw new TypeError(`backpressure must be 'drop' or 'close', got ${String(options.backpressure)}`);
   }
   if (!(maxConnections >= 0)) throw new RangeError('maxConnections must be a non-negative number');
-  const sweep = [interval, pingInterval].filter((t) => t > 0);
   const ownsHttpServer = options.server === undefined && !options.noServer;
   const workerNum = options.workerNum ?? 1;
   if (!Number.isInteger(workerNum) || workerNum < 1) {
@@ -206,11 +235,7 @@ export function resolveOptions(options: ServerOptions): Settings {
     maxBackpressure,
     backpressure,
     deflate,
-    heartbeat: {
-      interval: sweep.length ? Math.min(...sweep) : 0,
-      idleTime: interval > 0 ? idleTime : 0,
-      pingInterval,
-    },
+    heartbeat,
     ownsHttpServer,
     workerNum,
   };

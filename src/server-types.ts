@@ -32,11 +32,26 @@ export interface ServerOptions {
   path?: string;
   /** Largest message, reassembled, in either direction (bytes). Default 2 MiB, as in Swoole. */
   maxPayload?: number;
-  /** Sweep for idle connections this often; 0 turns the heartbeat off. Default 0. */
+  /**
+   * How often the one heartbeat timer sweeps the connections. Default a
+   * third of the shorter of `pingInterval` and `heartbeatIdleTime` (10 s).
+   * As in Swoole, given alone it sets `heartbeatIdleTime` to twice itself;
+   * `0` alone turns the heartbeat off.
+   */
   heartbeatCheckInterval?: number;
-  /** Close a connection that received nothing for this long. Default twice the check interval. */
+  /**
+   * Close a connection that received nothing (not even a pong) for this
+   * long, with 1001 "idle timeout": a half-open connection whose peer
+   * vanished. Default 90 s: 3 x `pingInterval`, so after 2 unanswered
+   * pings. 0 turns the heartbeat off (and, unless given, the pings).
+   */
   heartbeatIdleTime?: number;
-  /** Ping a connection that has been quiet this long, so healthy idle clients stay. 0 = off. */
+  /**
+   * Ping a connection quiet for this long, and again each time as long,
+   * so a healthy idle client answers and stays. Default 30 s (a third of
+   * `heartbeatIdleTime` when only that is given). 0 sends no pings (and,
+   * unless `heartbeatIdleTime` is given, closes no idle connection).
+   */
   pingInterval?: number;
   /** Cut a TCP client that has not completed its handshake by then. Default 10 s. */
   handshakeTimeout?: number;
