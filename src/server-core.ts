@@ -70,6 +70,8 @@ export class ServerCore<Data> implements ConnectionOwner {
   router: Router | null = null;
   /** The native transport when it listens (see `nativeTransport`). */
   transport: NativeTransport | null = null;
+  /** What `stats().transport` says while the native transport is not listening. */
+  plannedTransport: 'native' | 'node' | 'none' = 'node';
   membership: Membership | null = null;
   primary: Primary | null = null;
   private closeWaiters: (() => void)[] = [];
@@ -169,7 +171,7 @@ export class ServerCore<Data> implements ConnectionOwner {
     }
     return {
       backend,
-      transport: this.transport !== null ? 'native' : 'node',
+      transport: this.transport !== null ? 'native' : this.plannedTransport,
       connections: this.registry.size,
       ...totals,
       errors: { ...this.errorCounts },

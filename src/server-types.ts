@@ -161,8 +161,12 @@ export interface ClientInfo {
 /** What `stats()` returns. */
 export interface ServerStats {
   backend: Backend;
-  /** What the listener runs on: the addon's native transport, or Node's net and http modules. */
-  transport: 'native' | 'node';
+  /**
+   * What the connections run on: the addon's native transport, or Node's
+   * net and http modules; before `start()` (and after `stop()`), what they
+   * will run on. `'none'` in the primary of workers, which serves none.
+   */
+  transport: 'native' | 'node' | 'none';
   /** Connections open now (including those closing). */
   connections: number;
   /** Upgrades accepted since start. */

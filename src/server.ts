@@ -57,6 +57,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
     super();
     const settings = resolveOptions(options);
     this.#core = new ServerCore<Data>(settings, this);
+    this.#core.plannedTransport =
+      settings.workerNum > 1 && cluster.isPrimary ? 'none' : settings.ownsHttpServer && usesNativeTransport(settings) ? 'native' : 'node';
     this.maxPayload = settings.maxPayload;
     this.closeTimeout = settings.closeTimeout;
     (this as EventEmitter).on('newListener', (event: string | symbol) => {
