@@ -7,7 +7,8 @@
  * Frames go through the owner's batcher, which holds them to the end of the
  * turn and writes them in one go (see `batcher.ts`).
  */
-import type { BatchNode, Batcher, Batchable } from './batcher.js';
+import type { BatchNode, Batchable } from './batcher.js';
+import { ReadyState, type ConnectionOwner } from './connection-owner.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';
 import { isValidUtf8, utf8FailureOffset } from './native.js';
@@ -15,33 +16,6 @@ import { Parser, type ParserHandler } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
 import type { Wire, WireSink } from './wire.js';
-
-/** Life cycle of a connection after its opening handshake. */
-export const ReadyState = {
-  OPEN: 1,
-  /** A close frame was sent or received; waiting for the other half or the TCP close. */
-  CLOSING: 2,
-  CLOSED: 3,
-} as const;
-
-/** What a connection reports to, and asks of, its server. */
-export interface ConnectionOwner {
-  readonly maxPayload: number;
-  readonly closeTimeout: number;
-  /** Bytes a connection may have queued before `backpressure` applies. */
-  readonly maxBackpressure: number;
-  readonly backpressure: 'drop' | 'close';
-  readonly batcher: Batcher;
-  onMessage(connection: Connection, opcode: number, payload: Buffer): void;
-  onPing(connection: Connection, payload: Buffer): void;
-  onPong(connection: Connection, payload: Buffer): void;
-  onProtocolError(connection: Connection, error: WebSocketError): void;
-  onClosed(connection: Connection, code: number, reason: string, wasClean: boolean): void;
-  /** A message was skipped for a slow connection (backpressure `'drop'`). */
-  onDropped(connection: Connection, bytes: number): void;
-  /** A connection that had messages dropped has an empty queue again. */
-  onDrain(connection: Connection): void;
-}
 
 /**
  * After a drop: reports `drain` once the connection's user-space queue is
@@ -140,7 +114,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   constructor(
     readonly fd: number,
     readonly wire: Wire,
-    readonly owner: ConnectionOwner,
+    readonly owner: ConnectionOwner<Connection>,
     /** The negotiated subprotocol, or '' for none. */
     readonly protocol: string,
     /** Per-connection user data attached by the handshake hook. */

@@ -7,7 +7,8 @@
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ReadyState, type Connection } from './connection.js';
+import type { Connection } from './connection.js';
+import { ReadyState } from './connection-owner.js';
 import type { NativeTransport, NativeWire } from './transport.js';
 import { StreamWire, type Wire } from './wire.js';
 

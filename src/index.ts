@@ -4,11 +4,12 @@
  * @packageDocumentation
  */
 export { Server } from './server.js';
-export type { ClientInfo, PushData, ServerEvents, ServerOptions, ServerStats } from './server.js';
+export type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats, StopOptions } from './server-types.js';
 export type { Adapter, AdapterHost } from './adapter.js';
 export { RedisAdapter } from './redis-adapter.js';
 export type { RedisAdapterEvents, RedisAdapterOptions } from './redis-adapter.js';
 export { Frame } from './received-frame.js';
+export type { BinaryFrame, FrameConstructor, FrameFields, TextFrame } from './received-frame.js';
 export type { PerMessageDeflateOptions } from './deflate.js';
 export { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
 export { CloseCode, WebSocketError, isValidCloseCode } from './errors.js';

@@ -3,26 +3,63 @@
  * `$frame`): `fd`, `data`, `opcode`, `finish`. Text is decoded lazily, on the
  * first read of `data`, so a message that is only relayed (`push(fd, frame)`,
  * `broadcast(frame)`) is sent from its validated bytes and never decoded.
+ *
+ * `Frame` is typed as a union on `opcode`, so `frame.opcode === OPCODE.TEXT`
+ * makes `frame.data` a `string` (and `BINARY` a `Buffer`) without a cast.
  */
 import { OPCODE } from './protocol/opcode.js';
 
-export class Frame {
+/** What every received message has, whatever its opcode. */
+export interface FrameFields {
+  /** The connection the message came from. */
+  readonly fd: number;
+  /** `OPCODE.TEXT` or `OPCODE.BINARY`. */
+  readonly opcode: number;
+  /** The message's bytes: UTF-8 (already validated) for text. */
+  readonly payload: Buffer;
+  /** Whether this is the whole message (always true unless fragments are delivered). */
+  readonly finish: boolean;
+  /** The message: a string for text (decoded on first access), the bytes for binary. */
+  readonly data: string | Buffer;
+  /** Whether `data` has been decoded (a relay that never decodes keeps this false). */
+  readonly decoded: boolean;
+}
+
+/** A received text message: `data` is its string. */
+export interface TextFrame extends FrameFields {
+  readonly opcode: typeof OPCODE.TEXT;
+  readonly data: string;
+}
+
+/** A received binary message: `data` is its bytes. */
+export interface BinaryFrame extends FrameFields {
+  readonly opcode: typeof OPCODE.BINARY;
+  readonly data: Buffer;
+}
+
+/** A received message: narrow it on `opcode` to get `data` as a `string` or a `Buffer`. */
+export type Frame = TextFrame | BinaryFrame;
+
+/** `Frame` as a value: `new Frame(fd, opcode, payload)` (to relay bytes as a received message) and `instanceof Frame`. */
+export interface FrameConstructor {
+  new (fd: number, opcode: number, payload: Buffer, finish?: boolean): Frame;
+  readonly prototype: Frame;
+}
+
+class ReceivedFrame implements FrameFields {
   #decoded: string | undefined;
   #payload: Buffer;
   #shared: boolean;
 
   constructor(
-    /** The connection the message came from. */
     readonly fd: number,
-    /** `OPCODE.TEXT` or `OPCODE.BINARY`. */
     readonly opcode: number,
     payload: Buffer,
-    /** Whether this is the whole message (always true unless fragments are delivered). */
     readonly finish = true,
     /**
-     * @internal `payload` is a view into memory that also holds other
-     * connections' bytes (a native transport batch): the app gets a copy of
-     * its own, made on first access, so `payload.buffer` shows nobody else's.
+     * `payload` is a view into memory that also holds other connections'
+     * bytes (a native transport batch): the app gets a copy of its own, made
+     * on first access, so `payload.buffer` shows nobody else's.
      */
     shared = false,
   ) {
@@ -30,7 +67,6 @@ export class Frame {
     this.#shared = shared;
   }
 
-  /** The message's bytes: UTF-8 (already validated) for text. */
   get payload(): Buffer {
     if (this.#shared) {
       this.#shared = false;
@@ -41,19 +77,33 @@ export class Frame {
     return this.#payload;
   }
 
-  /** @internal the bytes as received, for relaying and decoding without a copy. */
+  /** The bytes as received, for relaying and decoding without a copy. */
   get bytes(): Buffer {
     return this.#payload;
   }
 
-  /** The message: a string for text (decoded on first access), the bytes for binary. */
   get data(): string | Buffer {
     if (this.opcode !== OPCODE.TEXT) return this.payload;
     return (this.#decoded ??= this.#payload.toString('utf8'));
   }
 
-  /** Whether `data` has been decoded (a relay that never decodes keeps this false). */
   get decoded(): boolean {
     return this.#decoded !== undefined;
   }
+}
+
+/** The class of received messages (see the `Frame` type). */
+export const Frame = ReceivedFrame as unknown as FrameConstructor;
+
+/**
+ * @internal A received message, as the server makes it: `shared` when its
+ * payload is a view of a native batch that holds other connections' bytes.
+ */
+export function receivedFrame(fd: number, opcode: number, payload: Buffer, shared: boolean): Frame {
+  return new ReceivedFrame(fd, opcode, payload, true, shared) as unknown as Frame;
+}
+
+/** @internal A received message's bytes as they arrived (no copy): for relaying it. */
+export function bytesOf(frame: Frame): Buffer {
+  return (frame as unknown as ReceivedFrame).bytes;
 }

@@ -1,5 +1,5 @@
 /**
- * The JS side of the native transport (`native/transport.cc`): the server's
+ * The JS side of the native transport (`native/transport-*.cc`): the server's
  * own listener on Linux with the addon, for plain TCP. The addon accepts,
  * peeks at each request head, and reports in batches; this file turns the
  * batches into calls on the server (a head to decide, a descriptor for

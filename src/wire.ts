@@ -7,7 +7,7 @@
  */
 import type { Socket } from 'node:net';
 import type { EncodedFrame } from './protocol/frame.js';
-import type { NativeTransport } from './transport.js';
+import type { TransportBinding } from './native.js';
 
 /** Where a wire reports what happens to it (the connection). */
 export interface WireSink {
@@ -21,8 +21,8 @@ export interface WireSink {
 export interface Wire {
   /** The native transport's handle (slot and generation), or -1 for a Node stream. */
   readonly handle: number;
-  /** The native transport this wire belongs to, or null. */
-  readonly transport: NativeTransport | null;
+  /** The native transport this wire belongs to (for batched writes), or null. */
+  readonly transport: { readonly binding: TransportBinding } | null;
   /** The Node stream, or null for a native wire. */
   readonly socket: Socket | null;
   readonly destroyed: boolean;

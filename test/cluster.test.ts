@@ -110,6 +110,20 @@ describe('two workers', () => {
     assert.equal(answer.info, null);
     assert.equal((await a.request({ op: 'pushAsync', fd: victim.fd, data: 'x' })).ok, false);
   });
+
+  test('a close listener in a worker reads the closing fd\'s data, client info and topics; they are gone after it', async () => {
+    for (const worker of [0, 1]) {
+      const leaving = await openOn(app.port, worker);
+      assert.equal((await leaving.request({ op: 'subscribe', topic: 'room' })).ok, true);
+      const from = app.lines.length;
+      const port = (leaving.ws as unknown as { _socket: { localPort: number } })._socket.localPort;
+      leaving.close();
+      const line = await app.waitLine((l) => l.closed === leaving.fd, 10_000, from);
+      assert.equal(line.worker, worker);
+      assert.deepEqual(line.during, { data: { name: `client ${leaving.fd}` }, port, topics: ['room'], exist: false, push: false });
+      assert.deepEqual(line.after, { data: null, info: null, topics: [] });
+    }
+  });
 });
 
 test('a crashed worker is restarted; its clients are closed, the other worker\'s never notice', async () => {

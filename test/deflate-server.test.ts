@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
 import WebSocket from 'ws';
 import { DeflateShared } from '../src/deflate.js';
+import { coreOf } from '../src/server-core.js';
 import { OPCODE, type Server, type ServerOptions } from '../src/index.js';
 import { clientFrame, closeEvent, lastFd, RawClient, startServer, upgradeRequest, waitFor } from './helpers.js';
 
@@ -461,7 +462,7 @@ describe('zlib contexts over a connection\'s life', () => {
       [true, 0],
     ] as const) {
       const server = await startServer({ perMessageDeflate });
-      const shared = (server as unknown as { deflateShared: DeflateShared }).deflateShared;
+      const shared = coreOf(server).deflateShared!;
       try {
         const clients = [];
         for (let i = 0; i < 5; i++) clients.push(await connect(server, { threshold: 0 }));

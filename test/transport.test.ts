@@ -1,5 +1,5 @@
 /**
- * The native transport (src/transport.ts, native/transport.cc): what is
+ * The native transport (src/transport.ts, native/transport-*.cc): what is
  * specific to it, over real sockets on loopback, asserting on the bytes on
  * the wire. Plain HTTP handed to Node's http.Server, upgrades split or glued
  * to a first frame, the handshake deadline sweep, clients that leave during

@@ -12,7 +12,7 @@
  * `isEstablished` answer synchronously for any fd of this machine.
  */
 import type { Adapter, AdapterHost } from '../adapter.js';
-import type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerStats } from '../server.js';
+import type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerStats } from '../server-types.js';
 import { instanceOf, ownerCode, ownerOf, SEQ_RANGE, slotOf } from './fd.js';
 import type { Link } from './link.js';
 import {
