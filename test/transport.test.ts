@@ -29,6 +29,7 @@ import {
   upgradeRequest,
   waitFor,
 } from './helpers.js';
+import { OPENSSL, requireProgram, skipWithout } from './programs.js';
 
 /** Why the suite cannot run here, or false when a default server runs on the native transport. */
 async function nativeUnavailable(): Promise<string | false> {
@@ -281,19 +282,14 @@ describe('native transport', { skip }, () => {
       }
     });
 
-    test("a wss server reports transport 'node'", async (t) => {
+    test("a wss server reports transport 'node'", { skip: skipWithout(OPENSSL) }, async (t) => {
       const dir = mkdtempSync(join(tmpdir(), 'wavecast-tls-'));
       t.after(() => rmSync(dir, { recursive: true, force: true }));
-      try {
-        execFileSync('openssl', [
-          'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-          '-addext', 'subjectAltName=IP:127.0.0.1',
-          '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-        ], { stdio: 'ignore' });
-      } catch {
-        t.skip('openssl is not available to make a certificate');
-        return;
-      }
+      execFileSync(requireProgram(OPENSSL), [
+        'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+        '-addext', 'subjectAltName=IP:127.0.0.1',
+        '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+      ], { stdio: 'ignore' });
       const cert = readFileSync(join(dir, 'cert.pem'));
       await withServer({ tls: { key: readFileSync(join(dir, 'key.pem')), cert } }, undefined, async (server) => {
         assert.equal(server.stats().transport, 'node');
