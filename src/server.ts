@@ -22,7 +22,7 @@ import { Connection, ReadyState, type ConnectionOwner } from './connection.js';
 import { DeflateShared, PerMessageDeflate, resolveDeflateOptions, SharedMessage, type PerMessageDeflateOptions } from './deflate.js';
 import { CloseCode, WebSocketError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
-import { backend, type Backend } from './native.js';
+import { backend, nativeStatus, type Backend, type NativeStatus } from './native.js';
 import { negotiateDeflate, parseExtensions, type DeflateAgreement } from './protocol/extensions.js';
 import { encodeFrame, type EncodedFrame } from './protocol/frame.js';
 import { acceptResponse, checkUpgrade, hasToken, rejectResponse } from './protocol/handshake.js';
@@ -161,6 +161,8 @@ export interface ClientInfo {
 /** What `stats()` returns. */
 export interface ServerStats {
   backend: Backend;
+  /** Why the backend is what it is: the addon loaded, or forced off, missing for this platform, or failing to load (with the message). */
+  native: NativeStatus;
   /** What the listener runs on: the addon's native transport, or Node's net and http modules. */
   transport: 'native' | 'node';
   /** Connections open now (including those closing). */
@@ -1140,6 +1142,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> imp
     }
     return {
       backend,
+      native: nativeStatus,
       transport: this.transport !== null ? 'native' : 'node',
       connections: this.registry.size,
       ...totals,

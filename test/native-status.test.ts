@@ -21,20 +21,26 @@ const nativeJs = pathToFileURL(fileURLToPath(new URL('../src/native.js', import.
 const indexJs = pathToFileURL(fileURLToPath(new URL('../src/index.js', import.meta.url))).href;
 const platform = `${process.platform}-${process.arch}`;
 
-/** What a child process reports: the backend, the status, and what it wrote to stderr. */
+/**
+ * What a child process reports: the backend, the status (checked equal to
+ * what `server.stats().native` says), and what it wrote to stderr.
+ */
 async function probe(env: Record<string, string>): Promise<{ backend: string; status: typeof nativeStatus; stderr: string }> {
   const childEnv: NodeJS.ProcessEnv = { ...process.env };
   for (const name of ['WAVECAST_NO_NATIVE', 'WAVECAST_DEBUG', 'WAVECAST_PREBUILD']) delete childEnv[name];
   // Both modules import native.js; the debug line must still come once.
   const script = `
     const native = await import(${JSON.stringify(nativeJs)});
-    await import(${JSON.stringify(indexJs)});
-    console.log(JSON.stringify({ backend: native.backend, status: native.nativeStatus }));`;
+    const { Server } = await import(${JSON.stringify(indexJs)});
+    const stats = new Server({ port: 0 }).stats();
+    console.log(JSON.stringify({ backend: native.backend, status: native.nativeStatus, stats: stats.native }));`;
   const { stdout, stderr } = await run(process.execPath, ['--input-type=module', '-e', script], {
     env: { ...childEnv, ...env },
     timeout: 20_000,
   });
-  return { ...(JSON.parse(stdout) as { backend: string; status: typeof nativeStatus }), stderr };
+  const out = JSON.parse(stdout) as { backend: string; status: typeof nativeStatus; stats: unknown };
+  assert.deepEqual(out.stats, out.status, 'server.stats().native is the same status');
+  return { backend: out.backend, status: out.status, stderr };
 }
 
 describe('why the addon did or did not load', () => {
