@@ -22,6 +22,7 @@ import WebSocket from 'ws';
 import { backend, OPCODE, Server, type ServerOptions } from '../src/index.js';
 import {
   clientFrame,
+  nodeCommand,
   parseFrames,
   RawClient,
   startServer,
@@ -260,7 +261,7 @@ describe('native transport', { skip }, () => {
         console.log(server.stats().transport);
         await server.stop();`;
       const run = (env: NodeJS.ProcessEnv): string =>
-        execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, timeout: 10_000 }).toString().trim();
+        execFileSync(...nodeCommand(['--input-type=module', '-e', script]), { env, timeout: 10_000 }).toString().trim();
       const { WAVECAST_NO_NATIVE_TRANSPORT: _, ...env } = process.env;
       assert.equal(run(env), 'native');
       assert.equal(run({ ...env, WAVECAST_NO_NATIVE_TRANSPORT: '1' }), 'node');
