@@ -9,6 +9,7 @@
  * Small inputs stay in JS even with the addon, where crossing into C++ costs
  * more than it saves; the thresholds come from `npm run bench:micro`.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -123,6 +124,31 @@ function firstLine(error: unknown): string {
   return text.split('\n')[0].trim();
 }
 
+/** ELF e_machine values of the CPUs Node runs on, named as `process.arch` names them. */
+const ELF_MACHINES: Record<number, string> = { 0x03: 'ia32', 0x28: 'arm', 0x3e: 'x64', 0xb7: 'arm64', 0xf3: 'riscv64' };
+
+/**
+ * The CPU an ELF file was built for when it is not this process's, else null.
+ * glibc reports a library for another CPU as "cannot open shared object
+ * file: No such file or directory", which sends people looking for a file
+ * that is there.
+ */
+function foreignCpu(file: string): string | null {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const head = Buffer.alloc(20);
+    if (readSync(fd, head, 0, 20, 0) < 20 || head.readUInt32BE(0) !== 0x7f454c46) return null;
+    const machine = head[5] === 2 ? head.readUInt16BE(18) : head.readUInt16LE(18);
+    const arch = ELF_MACHINES[machine] ?? `ELF machine 0x${machine.toString(16)}`;
+    return arch === process.arch ? null : arch;
+  } catch {
+    return null;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 function loadAddon(): Loaded {
   const platform = `${process.platform}-${process.arch}`;
   const fail = (state: NativeState, path: string | null, reason: string): Loaded => ({
@@ -155,7 +181,9 @@ function loadAddon(): Loaded {
     const addon = require(file) as Addon;
     return { addon, status: { state: 'loaded', platform, path: file, reason: `loaded ${file}` } };
   } catch (error) {
-    return fail('load-error', file, `${file} failed to load: ${firstLine(error)}`);
+    const cpu = foreignCpu(file);
+    const why = cpu === null ? '' : ` (it is built for ${cpu}, this process is ${process.arch})`;
+    return fail('load-error', file, `${file} failed to load${why}: ${firstLine(error)}`);
   }
 }
 

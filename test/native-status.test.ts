@@ -96,10 +96,20 @@ describe('why the addon did or did not load', () => {
     .filter((p) => p !== platform)
     .map((p) => path.join(root, 'prebuilds', p, 'wavecast.node'))
     .find((file) => existsSync(file));
-  const broken: [string, (file: string) => void][] = [['a file that is not a shared library', (file) => writeFileSync(file, 'not an ELF file\n')]];
-  if (foreign !== undefined) broken.push([`the prebuild for another CPU (${path.relative(root, foreign)})`, (file) => copyFileSync(foreign, file)]);
+  const foreignCpu = foreign === undefined ? '' : path.basename(path.dirname(foreign)).replace('linux-', '');
+  const broken: [string, (file: string) => void, string][] = [
+    ['a file that is not a shared library', (file) => writeFileSync(file, 'not an ELF file\n'), ''],
+  ];
+  if (foreign !== undefined) {
+    broken.push([
+      `the prebuild for another CPU (${path.relative(root, foreign)})`,
+      (file) => copyFileSync(foreign, file),
+      // glibc only says "No such file or directory" for that.
+      ` (it is built for ${foreignCpu}, this process is ${process.arch})`,
+    ]);
+  }
 
-  for (const [what, make] of broken) {
+  for (const [what, make, cpuNote] of broken) {
     test(`a build that fails to load (${what}): a load error with the loader's message`, async () => {
       const dir = tempDir();
       mkdirSync(path.join(dir, 'build', 'Release'), { recursive: true });
@@ -109,8 +119,9 @@ describe('why the addon did or did not load', () => {
       assert.equal(child.backend, 'js');
       assert.equal(child.status.state, 'load-error');
       assert.equal(child.status.path, file);
-      assert.ok(child.status.reason.startsWith(`${file} failed to load: `), child.status.reason);
-      assert.ok(child.status.reason.length > `${file} failed to load: `.length + 5, 'carries the loader message');
+      const prefix = `${file} failed to load${cpuNote}: `;
+      assert.ok(child.status.reason.startsWith(prefix), child.status.reason);
+      assert.ok(child.status.reason.length > prefix.length + 5, 'carries the loader message');
       assert.equal(child.stderr, `wavecast: backend js, addon load-error: ${child.status.reason}\n`);
     });
   }
