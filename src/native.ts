@@ -105,6 +105,7 @@ export type NativeState = 'loaded' | 'disabled' | 'no-build' | 'load-error';
 
 /** How the backend was chosen at load; also in `server.stats().native`. */
 export interface NativeStatus {
+  /** Loaded, or which of the three reasons it is not (see {@link NativeState}). */
   readonly state: NativeState;
   /** `process.platform-process.arch`, the prebuilds/ folder this process looks for. */
   readonly platform: string;

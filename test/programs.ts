@@ -18,8 +18,11 @@ export interface Program {
   readonly apt: string;
 }
 
+/** Headless Chromium, driven by playwright-core (browser.test.ts, deflate-browser.test.ts). */
 export const CHROMIUM: Program = { command: 'chromium', apt: 'chromium' };
+/** A private Redis on a free loopback port (redis-adapter.test.ts). */
 export const REDIS_SERVER: Program = { command: 'redis-server', apt: 'redis-server' };
+/** Makes the self-signed certificate of the wss tests. */
 export const OPENSSL: Program = { command: 'openssl', apt: 'openssl' };
 
 /** The absolute path of `command` on `searchPath` (PATH's syntax), or null. */
