@@ -15,5 +15,5 @@ export { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
 export { CloseCode, WebSocketError, isValidCloseCode } from './errors.js';
 export type { WebSocketErrorCode } from './errors.js';
 export * from './protocol/opcode.js';
-export { backend } from './native.js';
-export type { Backend } from './native.js';
+export { backend, nativeStatus } from './native.js';
+export type { Backend, NativeState, NativeStatus } from './native.js';

@@ -1,13 +1,15 @@
 /**
  * The one place that loads the native addon. The backend is chosen once, at
  * load: the addon when it is built (or prebuilt) and `WAVECAST_NO_NATIVE` is
- * not set to a true value, the pure-JS fallback otherwise. Both expose the
+ * not set to a true value, the pure-JS fallback otherwise; {@link nativeStatus}
+ * says why (`WAVECAST_DEBUG=1` prints it). Both expose the
  * same functions with the same signatures, and every caller goes through the
  * exports below, so the rest of the library never knows which one runs.
  *
  * Small inputs stay in JS even with the addon, where crossing into C++ costs
  * more than it saves; the thresholds come from `npm run bench:micro`.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -95,32 +97,131 @@ export interface Addon {
   simd: { mask: string; utf8: string };
 }
 
-function disabledByEnv(name = 'WAVECAST_NO_NATIVE'): boolean {
+function envFlag(name: string): boolean {
   const v = process.env[name];
   return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
 }
 
-function loadAddon(): Addon | null {
-  if (disabledByEnv()) return null;
+/**
+ * Why the addon is or is not in use:
+ * - `'loaded'`: the addon runs (`path` says which file);
+ * - `'disabled'`: `WAVECAST_NO_NATIVE` forced the JS fallback;
+ * - `'no-build'`: no prebuild for this platform and no local build
+ *   (`npm run build:native` compiles one);
+ * - `'load-error'`: a build was found (`path`) but failed to load; `reason`
+ *   carries the loader's message (a binary for another CPU or an old glibc,
+ *   say).
+ */
+export type NativeState = 'loaded' | 'disabled' | 'no-build' | 'load-error';
+
+/** How the backend was chosen at load; also in `server.stats().native`. */
+export interface NativeStatus {
+  /** Loaded, or which of the three reasons it is not (see {@link NativeState}). */
+  readonly state: NativeState;
+  /** `process.platform-process.arch`, the prebuilds/ folder this process looks for. */
+  readonly platform: string;
+  /** The addon file that loaded or failed to, or null when none was found or tried. */
+  readonly path: string | null;
+  /** One line for a person: what loaded, or why nothing did. */
+  readonly reason: string;
+}
+
+interface Loaded {
+  addon: Addon | null;
+  status: NativeStatus;
+}
+
+function firstLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split('\n')[0].trim();
+}
+
+/** ELF e_machine values of the CPUs Node runs on, named as `process.arch` names them. */
+const ELF_MACHINES: Record<number, string> = { 0x03: 'ia32', 0x28: 'arm', 0x3e: 'x64', 0xb7: 'arm64', 0xf3: 'riscv64' };
+
+/**
+ * The CPU an ELF file was built for when it is not this process's, else null.
+ * glibc reports a library for another CPU as "cannot open shared object
+ * file: No such file or directory", which sends people looking for a file
+ * that is there.
+ */
+function foreignCpu(file: string): string | null {
+  let fd: number | undefined;
   try {
-    const require = createRequire(import.meta.url);
-    const load = require('node-gyp-build') as (dir: string) => Addon;
-    // dist/src/native.js -> the package root, where binding.gyp and prebuilds/ are.
-    return load(fileURLToPath(new URL('../..', import.meta.url)));
+    fd = openSync(file, 'r');
+    const head = Buffer.alloc(20);
+    if (readSync(fd, head, 0, 20, 0) < 20 || head.readUInt32BE(0) !== 0x7f454c46) return null;
+    const machine = head[5] === 2 ? head.readUInt16BE(18) : head.readUInt16LE(18);
+    const arch = ELF_MACHINES[machine] ?? `ELF machine 0x${machine.toString(16)}`;
+    return arch === process.arch ? null : arch;
   } catch {
     return null;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
+
+function loadAddon(): Loaded {
+  const platform = `${process.platform}-${process.arch}`;
+  const fail = (state: NativeState, path: string | null, reason: string): Loaded => ({
+    addon: null,
+    status: { state, platform, path, reason },
+  });
+  if (envFlag('WAVECAST_NO_NATIVE')) return fail('disabled', null, 'WAVECAST_NO_NATIVE is set: the pure-JS fallback runs');
+  const require = createRequire(import.meta.url);
+  let gypBuild: { path(dir: string): string };
+  try {
+    gypBuild = require('node-gyp-build') as typeof gypBuild;
+  } catch (error) {
+    return fail('load-error', null, `node-gyp-build, which finds the addon, did not load: ${firstLine(error)}`);
+  }
+  // dist/src/native.js -> the package root, where binding.gyp and prebuilds/ are.
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  let file: string;
+  try {
+    // build/Release first, then prebuilds/<platform>-<arch>/ (WAVECAST_PREBUILD
+    // names another folder to look in, as node-gyp-build documents).
+    file = gypBuild.path(root);
+  } catch (error) {
+    return fail(
+      'no-build',
+      null,
+      `no prebuild for ${platform} and no local build (npm run build:native compiles one): ${firstLine(error)}`,
+    );
+  }
+  try {
+    const addon = require(file) as Addon;
+    return { addon, status: { state: 'loaded', platform, path: file, reason: `loaded ${file}` } };
+  } catch (error) {
+    const cpu = foreignCpu(file);
+    const why = cpu === null ? '' : ` (it is built for ${cpu}, this process is ${process.arch})`;
+    return fail('load-error', file, `${file} failed to load${why}: ${firstLine(error)}`);
+  }
+}
+
+const loaded = loadAddon();
 
 /**
  * The addon itself, without the size thresholds below, or `null` when the JS
  * fallback runs. For tests and benchmarks; the library calls the wrapped
  * exports.
  */
-export const addon: Addon | null = loadAddon();
+export const addon: Addon | null = loaded.addon;
 
 /** `'native'` when the addon is loaded, `'js'` otherwise. */
 export const backend: Backend = addon ? 'native' : 'js';
+
+/**
+ * Why {@link backend} is what it is, decided once at load. With
+ * `WAVECAST_DEBUG` set it is also printed once to stderr, so a silent fall
+ * back to JS (a missing prebuild, a binary for another CPU) can be seen.
+ */
+export const nativeStatus: NativeStatus = loaded.status;
+
+if (envFlag('WAVECAST_DEBUG')) {
+  const simd = addon ? ` (SIMD: mask ${addon.simd.mask}, utf8 ${addon.simd.utf8})` : '';
+  process.stderr.write(`wavecast: backend ${backend}, addon ${nativeStatus.state}: ${nativeStatus.reason}${simd}\n`);
+}
 
 /*
  * Below these sizes (bytes) the JS path is used even with the addon; from
@@ -187,7 +288,7 @@ export const writeBatch: WriteBatch | null = addon?.writeBatch ?? null;
  * functions still run); then the server listens with Node's net and http
  * modules.
  */
-export const createTransport: NonNullable<Addon['createTransport']> | null = disabledByEnv('WAVECAST_NO_NATIVE_TRANSPORT')
+export const createTransport: NonNullable<Addon['createTransport']> | null = envFlag('WAVECAST_NO_NATIVE_TRANSPORT')
   ? null
   : (addon?.createTransport ?? null);
 

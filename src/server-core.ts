@@ -15,7 +15,7 @@ import { ReadyState, type ConnectionOwner } from './connection-owner.js';
 import { DeflateShared } from './deflate.js';
 import { CloseCode, type WebSocketError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
-import { backend } from './native.js';
+import { backend, nativeStatus } from './native.js';
 import type { Settings } from './options.js';
 import { encodeFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
@@ -172,6 +172,7 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
     }
     return {
       backend,
+      native: nativeStatus,
       transport: this.transport !== null ? 'native' : this.plannedTransport,
       connections: this.registry.size,
       ...totals,

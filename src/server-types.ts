@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TlsOptions } from 'node:tls';
 import type { Adapter } from './adapter.js';
 import type { PerMessageDeflateOptions } from './deflate.js';
-import type { Backend } from './native.js';
+import type { Backend, NativeStatus } from './native.js';
 import type { Frame } from './received-frame.js';
 import type { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';
 
@@ -161,6 +161,8 @@ export interface ClientInfo {
 /** What `stats()` returns. */
 export interface ServerStats {
   backend: Backend;
+  /** Why the backend is what it is: the addon loaded, or forced off, missing for this platform, or failing to load (with the message). */
+  native: NativeStatus;
   /**
    * What the connections run on: the addon's native transport, or Node's
    * net and http modules; before `start()` (and after `stop()`), what they

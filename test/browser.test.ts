@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { launchChromium } from './chromium.js';
+import { CHROMIUM, skipWithout } from './programs.js';
 import { chatUrl, startChat } from '../examples/chat-server.js';
 import type { Server } from '../src/index.js';
 
@@ -58,7 +59,7 @@ async function seeMessage(page: Page, from: number, text: string): Promise<void>
   await page.locator(`#log li.message[data-from="${from}"]`, { hasText: text }).waitFor({ state: 'visible' });
 }
 
-describe('chat demo in headless Chromium', () => {
+describe('chat demo in headless Chromium', { skip: skipWithout(CHROMIUM) }, () => {
   let server: Server;
   let browser: Browser | undefined;
   let url: string;

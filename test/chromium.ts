@@ -1,14 +1,11 @@
 /**
  * Launches Debian's Chromium headless through playwright-core, with the flags
  * this machine needs (no sandbox as root; no background networking, which the
- * closed network would refuse). Never downloads a browser: a missing one
- * fails the test with the command that installs it.
+ * closed network would refuse). Never downloads a browser: the suites that
+ * need one are skipped without it (see programs.ts), or fail under CI.
  */
-import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
-
-export const CHROMIUM = '/usr/bin/chromium';
+import { CHROMIUM, requireProgram } from './programs.js';
 
 const LAUNCH_ARGS = [
   '--headless',
@@ -21,11 +18,7 @@ const LAUNCH_ARGS = [
   '--disable-sync',
 ];
 
+/** Debian's Chromium, found on PATH; throws with the install command when it is missing. */
 export async function launchChromium(): Promise<Browser> {
-  assert.ok(
-    existsSync(CHROMIUM),
-    `Chromium is not installed at ${CHROMIUM}: run \`apt-get install chromium\` (as .ci/run does); ` +
-      'the browser tests never download a browser',
-  );
-  return chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 30_000 });
+  return chromium.launch({ executablePath: requireProgram(CHROMIUM), args: LAUNCH_ARGS, timeout: 30_000 });
 }

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { REDIS_SERVER, requireProgram } from './programs.js';
 
 const APP = fileURLToPath(new URL('./fixtures/cluster-app.js', import.meta.url));
 
@@ -236,7 +237,7 @@ export async function freePort(): Promise<number> {
 
 /** A private redis-server (no persistence) on `port`; resolves once it accepts connections. */
 export async function startRedis(port: number): Promise<{ port: number; stop(): Promise<void> }> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+  const child = spawn(requireProgram(REDIS_SERVER), ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -8,6 +8,18 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { Server, type ServerOptions } from '../src/index.js';
 
+/**
+ * The program and arguments that run `args` in another Node like this one.
+ * Under qemu-user (the arm64 run of .ci/run) this Node is an arm64 binary the
+ * kernel cannot start by itself, so WAVECAST_TEST_LAUNCHER names the emulator
+ * to put in front (e.g. `qemu-aarch64`); unset, it is `process.execPath`.
+ */
+export function nodeCommand(args: string[]): [string, string[]] {
+  const launcher = (process.env.WAVECAST_TEST_LAUNCHER ?? '').split(' ').filter((word) => word !== '');
+  if (launcher.length === 0) return [process.execPath, args];
+  return [launcher[0], [...launcher.slice(1), process.execPath, ...args]];
+}
+
 /** Starts a server on 127.0.0.1:0 with an echo `message` handler unless one is given. */
 export async function startServer<D = unknown>(
   options: ServerOptions = {},

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { RedisAdapter, type Server } from '../src/index.js';
 import { App, freePort, spread, startRedis } from './cluster-helpers.js';
+import { REDIS_SERVER, skipWithout } from './programs.js';
 import { startServer, waitFor } from './helpers.js';
 
 /** A `ws` client that keeps every text message. */
@@ -53,7 +54,7 @@ class Listener {
   }
 }
 
-describe('RedisAdapter', () => {
+describe('RedisAdapter', { skip: skipWithout(REDIS_SERVER) }, () => {
   let redisPort: number;
   let redis: Awaited<ReturnType<typeof startRedis>>;
   before(async () => {

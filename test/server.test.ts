@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { OPCODE, Server, backend } from '../src/index.js';
 import { clientFrame, closeEvent, lastFd, RawClient, startServer, waitFor } from './helpers.js';
+import { OPENSSL, requireProgram, skipWithout } from './programs.js';
 
 async function openWs(url: string, options: WebSocket.ClientOptions = {}): Promise<WebSocket> {
   const ws = new WebSocket(url, options);
@@ -232,10 +233,10 @@ describe('scale', () => {
 });
 
 describe('wss and existing servers', () => {
-  test('speaks wss with a self-signed certificate', async (t) => {
+  test('speaks wss with a self-signed certificate', { skip: skipWithout(OPENSSL) }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'wavecast-tls-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    execFileSync('openssl', [
+    execFileSync(requireProgram(OPENSSL), [
       'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
       '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
       '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),

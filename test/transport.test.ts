@@ -22,6 +22,7 @@ import WebSocket from 'ws';
 import { backend, OPCODE, Server, type ServerOptions } from '../src/index.js';
 import {
   clientFrame,
+  nodeCommand,
   parseFrames,
   RawClient,
   startServer,
@@ -29,6 +30,7 @@ import {
   upgradeRequest,
   waitFor,
 } from './helpers.js';
+import { OPENSSL, requireProgram, skipWithout } from './programs.js';
 
 /** Why the suite cannot run here, or false when a default server runs on the native transport. */
 async function nativeUnavailable(): Promise<string | false> {
@@ -259,7 +261,7 @@ describe('native transport', { skip }, () => {
         console.log(server.stats().transport);
         await server.stop();`;
       const run = (env: NodeJS.ProcessEnv): string =>
-        execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, timeout: 10_000 }).toString().trim();
+        execFileSync(...nodeCommand(['--input-type=module', '-e', script]), { env, timeout: 10_000 }).toString().trim();
       const { WAVECAST_NO_NATIVE_TRANSPORT: _, ...env } = process.env;
       assert.equal(run(env), 'native');
       assert.equal(run({ ...env, WAVECAST_NO_NATIVE_TRANSPORT: '1' }), 'node');
@@ -281,19 +283,14 @@ describe('native transport', { skip }, () => {
       }
     });
 
-    test("a wss server reports transport 'node'", async (t) => {
+    test("a wss server reports transport 'node'", { skip: skipWithout(OPENSSL) }, async (t) => {
       const dir = mkdtempSync(join(tmpdir(), 'wavecast-tls-'));
       t.after(() => rmSync(dir, { recursive: true, force: true }));
-      try {
-        execFileSync('openssl', [
-          'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-          '-addext', 'subjectAltName=IP:127.0.0.1',
-          '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-        ], { stdio: 'ignore' });
-      } catch {
-        t.skip('openssl is not available to make a certificate');
-        return;
-      }
+      execFileSync(requireProgram(OPENSSL), [
+        'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+        '-addext', 'subjectAltName=IP:127.0.0.1',
+        '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+      ], { stdio: 'ignore' });
       const cert = readFileSync(join(dir, 'cert.pem'));
       await withServer({ tls: { key: readFileSync(join(dir, 'key.pem')), cert } }, undefined, async (server) => {
         assert.equal(server.stats().transport, 'node');
