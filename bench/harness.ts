@@ -11,10 +11,10 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { findBun } from './bun-binary.js';
+import { ROOT } from './paths.js';
 
-/** The repository root (this file runs from `dist/bench/`). */
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export { ROOT };
 /** Where the load generator's source and binary live. */
 export const LOADGEN_SRC = join(ROOT, 'bench/load/loadgen.c');
 export const LOADGEN_BIN = join(ROOT, 'bench/load/bin/loadgen');
@@ -30,6 +30,11 @@ export interface Peer {
   env: Readonly<Record<string, string>>;
   /** What the ready line must say for the run to count (e.g. `backend: 'native'`). */
   expect?: Readonly<Record<string, unknown>>;
+  /**
+   * For a peer that is not run by this Node: finds its runtime, whose path
+   * replaces `command[0]`, or says why it cannot run here.
+   */
+  runtime?: () => { ok: true; path: string; version: string } | { ok: false; reason: string };
 }
 
 const node = process.execPath;
@@ -59,8 +64,28 @@ export const PEERS: readonly Peer[] = [
   },
   { id: 'ws-native', label: 'ws + bufferutil', command: [node, peerJs('ws')], env: {} },
   { id: 'uws', label: 'uWS.js', command: [node, peerJs('uws')], env: {} },
-  { id: 'bun', label: 'Bun', command: ['bun', join(ROOT, 'bench/peers/bun.ts')], env: {} },
+  { id: 'bun', label: 'Bun', command: ['bun', join(ROOT, 'bench/peers/bun.ts')], env: {}, runtime: findBun },
 ];
+
+/** Why `peer` cannot run on this machine, or null when it can. */
+export function peerUnavailable(peer: Peer): string | null {
+  const r = peer.runtime?.();
+  return r && !r.ok ? r.reason : null;
+}
+
+/** The runtime version of a peer with its own runtime (Bun), for the notes of a run. */
+export function peerRuntimeVersion(peer: Peer): string | null {
+  const r = peer.runtime?.();
+  return r?.ok ? r.version : null;
+}
+
+/** The peer's argv with its runtime resolved; throws where it cannot run. */
+function peerCommand(peer: Peer): string[] {
+  if (!peer.runtime) return [...peer.command];
+  const r = peer.runtime();
+  if (!r.ok) throw new Error(`${peer.label}: ${r.reason}`);
+  return [r.path, ...peer.command.slice(1)];
+}
 
 /** Finds an executable on PATH, or null. */
 export function which(name: string): string | null {
@@ -131,7 +156,7 @@ export function startPeer(
   cpu: number | null,
   options: PeerOptions = {},
 ): Promise<RunningPeer> {
-  const [cmd, ...args] = wrapped([...peer.command, scenario, '--port', '0'], cpu);
+  const [cmd, ...args] = wrapped([...peerCommand(peer), scenario, '--port', '0'], cpu);
   const expect = { ...peer.expect, ...(options.deflate ? { perMessageDeflate: true } : {}) };
   const child = spawn(cmd!, args, {
     cwd: ROOT,
@@ -221,6 +246,13 @@ export interface LoadResult {
   failed?: number;
   /** Absent when the run ended before traffic (a connection could not open). */
   cpu_pct?: number;
+  /**
+   * With `serverPid`: the server's CPU seconds (user + system, all threads)
+   * over the measured window (connect: while the connections opened), and
+   * that as a share of one CPU; null when the server could not be read.
+   */
+  server_cpu_s?: number | null;
+  server_cpu_pct?: number | null;
   error: string | null;
   [key: string]: unknown;
 }
@@ -248,6 +280,8 @@ export interface LoadOptions {
   json?: boolean;
   /** false: inflate every compressed message, even one byte-identical to a verified one (see loadgen.c). */
   inflateCache?: boolean;
+  /** The server's pid: the load generator reports its CPU time over the measured window. */
+  serverPid?: number;
 }
 
 function loadArgs(o: LoadOptions): string[] {
@@ -264,6 +298,7 @@ function loadArgs(o: LoadOptions): string[] {
   num('--hold', o.hold);
   num('--sources', o.sources);
   num('--timeout', o.timeout);
+  num('--server-pid', o.serverPid);
   if (o.text) a.push('--text');
   if (o.json) a.push('--json');
   if (o.inflateCache === false) a.push('--no-inflate-cache');
@@ -337,6 +372,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * compiled, pools created on first use) are not charged to each connection.
  */
 export async function runConnect(o: LoadOptions, server: RunningPeer, cpu: number | null): Promise<ConnectResult> {
+  o = { ...o, serverPid: server.pid };
   await runLoad({ ...o, conns: Math.min(200, o.conns), hold: 0, timeout: 30 }, cpu);
   await sleep(500);
   const before = rssKiB(server.pid);

@@ -52,7 +52,15 @@
  *
  * CPU use of this process (getrusage user+sys over wall time of the measured
  * phase) is reported so the runner can show that the load generator was not
- * the bottleneck. Only loopback addresses are accepted.
+ * the bottleneck. With --server-pid P it also reports the server's CPU time
+ * (user + system, every thread) over exactly the same window: the measured
+ * phase of echo and broadcast, the opening of the connections in connect
+ * mode. The load generator samples it itself because only it knows the
+ * window's edges; on 2 cores a cell can be limited by the load generator,
+ * and the server's CPU per message is then the fair figure. It reads the
+ * server's process CPU clock (clock_getcpuclockid, nanoseconds), or
+ * /proc/P/stat utime + stime (clock ticks) where that clock cannot be had.
+ * Only loopback addresses are accepted.
  *
  * Build: cc -O2 -o bench/load/bin/loadgen bench/load/loadgen.c -lz
  * (without zlib: add -DLOADGEN_NO_ZLIB and drop -lz; --deflate is then refused)
@@ -114,6 +122,52 @@ static double cpu_seconds(void) {
   getrusage(RUSAGE_SELF, &ru);
   return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
          (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* --server-pid: the server's CPU time, all threads (live and exited). */
+static int server_pid;
+static int server_clock_ok;
+static clockid_t server_clock;
+
+static void server_cpu_init(void) {
+  if (server_pid > 0 && clock_getcpuclockid((pid_t)server_pid, &server_clock) == 0) {
+    struct timespec ts;
+    server_clock_ok = clock_gettime(server_clock, &ts) == 0;
+  }
+}
+
+/* Seconds of CPU the server has used so far, or -1 when it cannot be read
+ * (no --server-pid, or the process is gone). */
+static double server_cpu_seconds(void) {
+  if (server_pid <= 0) return -1;
+  if (server_clock_ok) {
+    struct timespec ts;
+    if (clock_gettime(server_clock, &ts) == 0) return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return -1;
+  }
+  char path[64], line[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(line, 1, sizeof line - 1, f);
+  fclose(f);
+  line[n] = 0;
+  /* The command name (field 2) may hold spaces and parentheses: fields are
+   * counted from the last ')'. utime and stime are fields 14 and 15. */
+  char *p = strrchr(line, ')');
+  unsigned long long ut, st;
+  if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Appends ,"server_cpu_s":x,"server_cpu_pct":y (null when unknown) for a
+ * window of `secs` seconds between samples a and b. */
+static void print_server_cpu(double a, double b, double secs) {
+  if (a < 0 || b < 0 || b < a) {
+    printf(",\"server_cpu_s\":null,\"server_cpu_pct\":null");
+    return;
+  }
+  printf(",\"server_cpu_s\":%.6f,\"server_cpu_pct\":%.1f", b - a, 100.0 * (b - a) / (secs > 0 ? secs : 1));
 }
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -279,7 +333,8 @@ static void usage(void) {
           "usage: loadgen --mode echo|broadcast|connect --port N [--host 127.0.0.1] [--path /]\n"
           "  [--conns C] [--depth D] [--window W] [--size S] [--text|--binary]\n"
           "  [--duration s] [--warmup s] [--concurrency K] [--hold s] [--sources N] [--timeout s]\n"
-          "  [--deflate] [--deflate-offer 'permessage-deflate; ...'] [--no-inflate-cache] [--json]\n");
+          "  [--deflate] [--deflate-offer 'permessage-deflate; ...'] [--no-inflate-cache] [--json]\n"
+          "  [--server-pid P]\n");
   exit(2);
 }
 
@@ -1233,6 +1288,7 @@ int main(int argc, char **argv) {
     else if (ARG("--hold")) opt.hold = parse_num(v);
     else if (ARG("--sources")) opt.sources = (int)parse_num(v);
     else if (ARG("--timeout")) opt.timeout = parse_num(v);
+    else if (ARG("--server-pid")) server_pid = (int)parse_num(v);
     else if (ARG("--deflate-offer")) { opt.deflate = 1; opt.deflate_offer = v; }
     else if (!strcmp(a, "--deflate")) opt.deflate = 1;
     else if (!strcmp(a, "--no-inflate-cache")) opt.inflate_cache = 0;
@@ -1258,6 +1314,7 @@ int main(int argc, char **argv) {
   if ((ntohl(server_addr.sin_addr.s_addr) >> 24) != 127) die("--host must be a loopback address");
   server_addr.sin_family = AF_INET;
   server_addr.sin_port = htons((uint16_t)opt.port);
+  server_cpu_init();
 
   signal(SIGPIPE, SIG_IGN);
   /* A hard cap on the whole run, whatever the server does. */
@@ -1308,17 +1365,20 @@ int main(int argc, char **argv) {
   uint64_t t_start = now_ns();
   uint64_t connect_deadline = t_start + (uint64_t)(60e9);
   double cpu0 = cpu_seconds();
+  double server0 = server_cpu_seconds();
   uint64_t open_ns = open_all(0, nconns, connect_deadline);
+  double server1 = server_cpu_seconds();
   double cpu_open = cpu_seconds() - cpu0;
   int opened = nopen;
 
   if (opt.mode == MODE_CONNECT) {
     double secs = (double)open_ns / 1e9;
     printf("{\"mode\":\"connect\",\"conns\":%d,\"opened\":%d,\"failed\":%d,\"seconds\":%.4f,"
-           "\"handshakes_per_s\":%.1f,\"concurrency\":%d,\"sources\":%d,\"cpu_pct\":%.1f,\"error\":%s%s%s}\n",
+           "\"handshakes_per_s\":%.1f,\"concurrency\":%d,\"sources\":%d,\"cpu_pct\":%.1f",
            opt.conns, opened, nfailed, secs, opened / (secs > 0 ? secs : 1), opt.concurrency, opt.sources,
-           100.0 * cpu_open / (secs > 0 ? secs : 1), errbuf[0] ? "\"" : "", errbuf[0] ? errbuf : "null",
-           errbuf[0] ? "\"" : "");
+           100.0 * cpu_open / (secs > 0 ? secs : 1));
+    print_server_cpu(server0, server1, secs);
+    printf(",\"error\":%s%s%s}\n", errbuf[0] ? "\"" : "", errbuf[0] ? errbuf : "null", errbuf[0] ? "\"" : "");
     fflush(stdout);
     /* Hold the idle connections until stdin closes or --hold passes; answer
      * pings meanwhile so a heartbeat does not count as idle memory churn. */
@@ -1357,7 +1417,7 @@ int main(int argc, char **argv) {
   }
   uint64_t warm_end = t0 + (uint64_t)(opt.warmup * 1e9);
   uint64_t meas_end = warm_end + (uint64_t)(opt.duration * 1e9);
-  double cpu_m0 = 0;
+  double cpu_m0 = 0, server_m0 = -1;
   uint64_t meas_start = 0;
   int stalled = 0;
   for (;;) {
@@ -1376,6 +1436,7 @@ int main(int argc, char **argv) {
       hist_n = 0;
       meas_start = now;
       cpu_m0 = cpu_seconds();
+      server_m0 = server_cpu_seconds();
     }
     if (measuring && now >= meas_end) break;
     if (now - last_progress > 5000000000ull) { stalled = 1; break; }
@@ -1383,6 +1444,7 @@ int main(int argc, char **argv) {
     poll_once(5);
     if (opt.mode == MODE_BROADCAST) broadcast_pump(now_ns());
   }
+  double server_m1 = meas_start ? server_cpu_seconds() : -1;
   uint64_t meas_ns = now_ns() - (meas_start ? meas_start : t0);
   double cpu_m = cpu_seconds() - cpu_m0;
   if (!meas_start) cpu_m = 0;
@@ -1419,14 +1481,16 @@ int main(int argc, char **argv) {
          ",\"closed\":%d,\"pings\":%" PRIu64 ",\"connect_s\":%.3f,\"cpu_pct\":%.1f,\"json\":%s,\"deflate\":%s,"
          "\"deflate_conns\":%d,\"compressed_messages\":%" PRIu64 ",\"plain_messages\":%" PRIu64
          ",\"wire_bytes\":%" PRIu64 ",\"payload_bytes\":%" PRIu64 ",\"wire_per_payload\":%.4f,\"inflated\":%" PRIu64
-         ",\"inflate_cache_hits\":%" PRIu64 ",\"error\":%s%s%s}\n",
+         ",\"inflate_cache_hits\":%" PRIu64,
          mode_name, opt.conns, opt.mode == MODE_ECHO ? opt.depth : 0, opt.mode == MODE_BROADCAST ? opt.window : 0,
          opt.size, opt.text ? "true" : "false", secs, measured_msgs, rate, hist_pct(0.50), hist_pct(0.99),
          hist_pct(1.0), total_msgs, opt.mode == MODE_BROADCAST ? b_next : 0, mismatches, lost, reordered,
          undelivered, protocol_errors, nclosed_unexpected, pings, (double)open_ns / 1e9,
          100.0 * cpu_m / (secs > 0 ? secs : 1), opt.json ? "true" : "false", opt.deflate ? "true" : "false",
          deflate_conns, z_compressed, z_plain, z_wire, z_payload, z_payload ? (double)z_wire / (double)z_payload : 0.0,
-         z_inflated, z_cache_hits, errbuf[0] ? "\"" : "", errbuf[0] ? errbuf : "null", errbuf[0] ? "\"" : "");
+         z_inflated, z_cache_hits);
+  print_server_cpu(server_m0, server_m1, secs);
+  printf(",\"error\":%s%s%s}\n", errbuf[0] ? "\"" : "", errbuf[0] ? errbuf : "null", errbuf[0] ? "\"" : "");
   fflush(stdout);
   int ok = !mismatches && !lost && !reordered && !protocol_errors && !nclosed_unexpected && !stalled && !undelivered;
   return ok ? 0 : 1;

@@ -1,6 +1,7 @@
 /**
  * Bun peer, run by Bun itself (`bun bench/peers/bun.ts echo|broadcast`), not
- * by Node: the runner skips it when `bun` is not on PATH. Broadcast is Bun's
+ * by Node: the runner finds the binary of the devDependency `bun` (see
+ * `bench/bun-binary.ts`) and skips this peer only where none runs. Broadcast is Bun's
  * idiom: receivers subscribe to a topic, the sender's message is published.
  * The declarations below are the few Bun APIs used, so that `tsc` (which
  * compiles this file for Node too) stays happy without `bun-types`.
