@@ -347,42 +347,15 @@ napi_value Release(napi_env env, napi_callback_info info) {
   return Number(env, t == nullptr ? -1 : t->Release(handle));
 }
 
-// end(handle): FIN after what is queued. destroySoon(handle): close after
-// what is queued. destroy(handle): close now. A close is reported once, with
-// a CLOSE event.
-napi_value EndSlot(napi_env env, napi_callback_info info) {
+// A method that takes a handle and answers nothing: end(handle) (FIN after
+// what is queued), destroySoon(handle) (close after what is queued),
+// destroy(handle) (close now; a close is reported once, with a CLOSE event),
+// pause(handle) and resume(handle) (stop and restart reading).
+template <void (Loop::*Method)(int64_t)>
+napi_value HandleCall(napi_env env, napi_callback_info info) {
   int64_t handle;
   JsTransport* t = IntArgCall(env, info, &handle);
-  if (t != nullptr) t->End(handle);
-  return nullptr;
-}
-
-napi_value DestroySoon(napi_env env, napi_callback_info info) {
-  int64_t handle;
-  JsTransport* t = IntArgCall(env, info, &handle);
-  if (t != nullptr) t->DestroySoon(handle);
-  return nullptr;
-}
-
-napi_value Destroy(napi_env env, napi_callback_info info) {
-  int64_t handle;
-  JsTransport* t = IntArgCall(env, info, &handle);
-  if (t != nullptr) t->Destroy(handle);
-  return nullptr;
-}
-
-// pause(handle) / resume(handle): stop and restart reading.
-napi_value Pause(napi_env env, napi_callback_info info) {
-  int64_t handle;
-  JsTransport* t = IntArgCall(env, info, &handle);
-  if (t != nullptr) t->SetPaused(handle, true);
-  return nullptr;
-}
-
-napi_value Resume(napi_env env, napi_callback_info info) {
-  int64_t handle;
-  JsTransport* t = IntArgCall(env, info, &handle);
-  if (t != nullptr) t->SetPaused(handle, false);
+  if (t != nullptr) (t->*Method)(handle);
   return nullptr;
 }
 
@@ -498,9 +471,10 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
   const Method methods[] = {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
       {"writev", Writev},         {"writeBatch", WriteBatch},       {"accept", Accept},
-      {"reject", Reject},         {"release", Release},             {"end", EndSlot},
-      {"destroySoon", DestroySoon}, {"destroy", Destroy},           {"pause", Pause},
-      {"resume", Resume},         {"bytesOut", BytesOut},           {"peer", Peer},
+      {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
+      {"destroySoon", HandleCall<&Loop::DestroySoon>},              {"destroy", HandleCall<&Loop::Destroy>},
+      {"pause", HandleCall<&Loop::Pause>},                          {"resume", HandleCall<&Loop::Resume>},
+      {"bytesOut", BytesOut},     {"peer", Peer},
       {"sweep", Sweep},           {"close", Dispose},
   };
   for (const Method& m : methods) {

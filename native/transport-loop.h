@@ -93,7 +93,8 @@ class Loop {
   void End(int64_t handle);
   void DestroySoon(int64_t handle);
   void Destroy(int64_t handle);
-  void SetPaused(int64_t handle, bool paused);
+  void Pause(int64_t handle) { SetPaused(handle, true); }
+  void Resume(int64_t handle) { SetPaused(handle, false); }
   double BytesOut(int64_t handle) const;
   // The peer's address, for a pending or upgraded slot.
   bool Peer(int64_t handle, struct sockaddr_storage* addr) const;
@@ -145,6 +146,7 @@ class Loop {
   int64_t Resolve(int64_t handle, uint32_t states) const;
   void SetInterest(uint32_t slot, uint32_t mask);
   void UpdateInterest(uint32_t slot);
+  void SetPaused(int64_t handle, bool paused);
   uint32_t Now() const;
   // head (transport-head.cc)
   void Peek(uint32_t slot, uint32_t ready);

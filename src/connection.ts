@@ -18,22 +18,22 @@ import { OPCODE } from './protocol/opcode.js';
 import type { Wire, WireSink } from './wire.js';
 
 /**
- * After a drop: reports `drain` once the connection's user-space queue is
- * empty. While the wire holds bytes it calls back when they are out; bytes
- * still pending in this turn's batch are looked at again on the next turn.
- * Costs nothing on connections that never dropped.
+ * Calls `done` once nothing of the connection is queued in user space: while
+ * the wire holds bytes it calls back when they are out; bytes still pending
+ * in this turn's batch are looked at again on the next turn. Never for a
+ * closed connection. Costs nothing on connections that never wait.
  */
-function checkDrain(connection: Connection): void {
-  if (!connection.wantDrain || connection.state === ReadyState.CLOSED) return;
+function whenEmpty(connection: Connection, done: (connection: Connection) => void): void {
+  if (connection.state === ReadyState.CLOSED) return;
   const wire = connection.wire;
-  if (wire.queued > 0) {
-    wire.whenDrained(() => checkDrain(connection));
-  } else if (connection.pendingBytes > 0) {
-    setImmediate(checkDrain, connection);
-  } else {
-    connection.wantDrain = false;
-    connection.owner.onDrain(connection);
-  }
+  if (wire.queued > 0) wire.whenDrained(() => whenEmpty(connection, done));
+  else if (connection.pendingBytes > 0) setImmediate(whenEmpty, connection, done);
+  else done(connection);
+}
+/** After a drop: `drain` once the queue is empty again. */
+function reportDrain(connection: Connection): void {
+  connection.wantDrain = false;
+  connection.owner.onDrain(connection);
 }
 /**
  * While a connection is over `maxBackpressure`, it is not read: whatever a
@@ -41,16 +41,8 @@ function checkDrain(connection: Connection): void {
  * echo) stops growing the queue once the client stops reading. Reading
  * resumes when everything queued has left user space.
  */
-function checkThrottle(connection: Connection): void {
-  if (connection.state === ReadyState.CLOSED) return;
-  const wire = connection.wire;
-  if (wire.queued > 0) {
-    wire.whenDrained(() => checkThrottle(connection));
-  } else if (connection.pendingBytes > 0) {
-    setImmediate(checkThrottle, connection);
-  } else {
-    connection.unthrottle();
-  }
+function unthrottle(connection: Connection): void {
+  connection.unthrottle();
 }
 function onCloseTimeout(connection: Connection): void {
   connection.wire.destroy();
@@ -173,7 +165,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     }
     if (this.pausedBy & PAUSED_BACKPRESSURE) return;
     this.pauseReading(PAUSED_BACKPRESSURE);
-    setImmediate(checkThrottle, this);
+    setImmediate(whenEmpty, this, unthrottle);
   }
 
   /** @internal reading resumes once a throttled connection's queue is empty. */
@@ -258,7 +250,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
       owner.onDropped(this, bytes);
       if (!this.wantDrain) {
         this.wantDrain = true;
-        setImmediate(checkDrain, this);
+        setImmediate(whenEmpty, this, reportDrain);
       }
     }
     return true;
