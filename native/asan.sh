@@ -32,6 +32,8 @@ libasan=$(g++ -print-file-name=libasan.so)
 [ -f "$libasan" ] || { echo "asan: libasan.so not found (g++ -print-file-name=libasan.so)" >&2; exit 1; }
 export LD_PRELOAD="$libasan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+# Tests that bound memory widen the bound under ASan (its quarantine and shadow).
+export WAVECAST_ASAN=1
 unset WAVECAST_NO_NATIVE
 
 # If the ASan build failed to load, src/native.ts would quietly pick JS and

@@ -24,6 +24,8 @@ const PONG_MAX = 127;
 class PingFlooder {
   pings = 0;
   pongs = 0;
+  /** Bytes of the upgrade request. */
+  readonly headBytes = Buffer.byteLength(upgradeRequest('/'));
   closeCode = -1;
   closed = false;
   private pending: Buffer = Buffer.alloc(0);
@@ -156,8 +158,18 @@ describe('backpressure on frames the server writes on its own', () => {
     try {
       const closed = waitFor<[number, number, string]>(server, 'close', 20_000, (f) => f === fd);
       client.flood(80_000);
-      // The close frame waits behind the queue: it reaches a client that reads.
+      // The close frame waits behind the queue: it reaches a client that
+      // reads. The server reads on (and drops) the rest of the pings: once it
+      // has them all, its close is a FIN, not the RST a close with unread
+      // input would be (which could cut the close frame off on the wire).
       await until(() => !server.isEstablished(fd), 15_000, 'the server fails the connection');
+      const native = server.stats().transport === 'native';
+      const sent = (): number => client.socket.bytesWritten - (native ? client.headBytes : 0);
+      await until(
+        () => client.socket.writableLength === 0 && (server.getClientInfo(fd)?.bytesIn ?? -1) >= sent(),
+        15_000,
+        'the server has read every ping',
+      );
       client.read();
       const [, code, reason] = await closed;
       assert.equal(code, 1008);
