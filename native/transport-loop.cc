@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,14 +43,9 @@ uint8_t* TakeBlock() {
       return block;
     }
   }
-  // Mapped, not malloc'd: a block beyond the spare ones goes back to the
-  // system when V8 frees its Buffer, so a burst of large batches (a flood of
-  // tiny fragments, 7 bytes on the wire per payload byte) leaves no RSS
-  // behind once collected. (malloc would keep it: glibc raises its mmap
-  // threshold past 128 KiB after the first such free.)
-  void* block = mmap(nullptr, kDataCapacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  WAVECAST_REQUIRE(block != MAP_FAILED);
-  return static_cast<uint8_t*>(block);
+  uint8_t* block = static_cast<uint8_t*>(std::malloc(kDataCapacity));
+  WAVECAST_REQUIRE(block != nullptr);
+  return block;
 }
 
 void GiveBlock(uint8_t* block) {
@@ -62,7 +56,7 @@ void GiveBlock(uint8_t* block) {
       return;
     }
   }
-  munmap(block, kDataCapacity);
+  std::free(block);
 }
 
 Loop::Loop() : data_(TakeBlock(), GiveBlock), heads_(new uint8_t[kHeadsCapacity]) {}
