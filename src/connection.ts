@@ -64,7 +64,7 @@ const PAUSED_BACKPRESSURE = 2;
 
 /**
  * State held per connection. Budget: the fields below plus the parser
- * (about 15 fields) and the wire (a native slot: 10 fields; or a
+ * (about 15 fields) and the wire (a native slot: 13 fields; or a
  * `net.Socket`), and no per-connection closures or timers except during a
  * close handshake.
  */
