@@ -7,8 +7,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 // Invariants of the transport are checked with WAVECAST_CHECK in the
 // sanitizer build (native/asan.sh defines WAVECAST_CHECKS) and cost nothing
@@ -108,7 +112,7 @@ struct Queue {
   size_t size() const { return bytes.size() - start; }
 };
 
-// 40 bytes per connection, plus the queue while the kernel refuses bytes.
+// 56 bytes per connection, plus the queue while the kernel refuses bytes.
 struct Conn {
   int fd = -1;
   uint32_t gen = 0;       // bumped per use of the slot: stale epoll events and handles are refused
@@ -118,10 +122,47 @@ struct Conn {
   State state = State::kFree;
   bool paused = false;    // reading stopped by JS (backpressure, inflate)
   bool read_eof = false;  // the peer's FIN has been read
+  uint8_t peer_family = 0;     // AF_INET or AF_INET6, from accept4 (0: unknown)
+  uint16_t peer_port = 0;      // network byte order
+  uint8_t peer_addr[16] = {};  // the client's address (4 bytes used for AF_INET)
   double bytes_out = 0;
   std::unique_ptr<Queue> queue;
 
   bool HasQueued() const { return queue && queue->size() > 0; }
+
+  void SetPeer(const sockaddr_storage& addr) {
+    peer_family = 0;
+    if (addr.ss_family == AF_INET) {
+      const sockaddr_in& in4 = reinterpret_cast<const sockaddr_in&>(addr);
+      peer_family = AF_INET;
+      peer_port = in4.sin_port;
+      std::memcpy(peer_addr, &in4.sin_addr, 4);
+    } else if (addr.ss_family == AF_INET6) {
+      const sockaddr_in6& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
+      peer_family = AF_INET6;
+      peer_port = in6.sin6_port;
+      std::memcpy(peer_addr, &in6.sin6_addr, 16);
+    }
+  }
+
+  bool GetPeer(sockaddr_storage* addr) const {
+    *addr = {};
+    if (peer_family == AF_INET) {
+      sockaddr_in* in4 = reinterpret_cast<sockaddr_in*>(addr);
+      in4->sin_family = AF_INET;
+      in4->sin_port = peer_port;
+      std::memcpy(&in4->sin_addr, peer_addr, 4);
+      return true;
+    }
+    if (peer_family == AF_INET6) {
+      sockaddr_in6* in6 = reinterpret_cast<sockaddr_in6*>(addr);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = peer_port;
+      std::memcpy(&in6->sin6_addr, peer_addr, 16);
+      return true;
+    }
+    return false;
+  }
 };
 
 }  // namespace transport

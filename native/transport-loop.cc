@@ -325,7 +325,10 @@ void Loop::Dispatch(const epoll_event& ev) {
 
 void Loop::AcceptAll() {
   for (int i = 0; i < kAcceptBatch && listen_fd_ >= 0 && !accept_paused_; i++) {
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    // The client's address comes with the accept: no getpeername later.
+    sockaddr_storage peer;
+    socklen_t peer_len = sizeof peer;
+    const int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE) {
@@ -352,12 +355,11 @@ void Loop::AcceptAll() {
       close(fd);
       continue;
     }
-    const int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const uint32_t slot = AllocSlot();
     Conn& c = conns_[slot];
     c.fd = fd;
     c.born = Now();
+    c.SetPeer(peer);
     SetState(slot, State::kPeeking);
     epoll_event ev = {};
     // Edge-triggered while peeking: bytes left in the kernel must not wake
@@ -445,6 +447,9 @@ int Loop::Listen(int family, const void* addr, unsigned addr_len, int backlog, b
   const int one = 1;
   const int v6 = v6only ? 1 : 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // Accepted sockets inherit TCP_NODELAY from the listener on Linux: no
+  // setsockopt per connection.
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6);
   if (bind(fd, static_cast<const sockaddr*>(addr), addr_len) != 0 || listen(fd, backlog > 0 ? backlog : 511) != 0) {
     const int error = errno;
@@ -509,12 +514,11 @@ double Loop::BytesOut(int64_t handle) const {
   return slot < 0 ? 0 : conns_[slot].bytes_out;
 }
 
+// Also while its CLOSE is delivered: a close listener may still ask who it was.
 bool Loop::Peer(int64_t handle, sockaddr_storage* addr) const {
   const int64_t slot = Resolve(handle, Bit(State::kPending) | Bit(State::kOpen) | Bit(State::kEndQueued) |
-                                           Bit(State::kCloseQueued) | Bit(State::kWriteShut));
-  if (slot < 0) return false;
-  socklen_t len = sizeof *addr;
-  return getpeername(conns_[slot].fd, reinterpret_cast<sockaddr*>(addr), &len) == 0;
+                                           Bit(State::kCloseQueued) | Bit(State::kWriteShut) | Bit(State::kClosed));
+  return slot >= 0 && conns_[slot].GetPeer(addr);
 }
 
 // Closes connections still in their handshake after `age` ms (0: no limit),

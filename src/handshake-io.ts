@@ -125,9 +125,7 @@ export class NativeHandshake implements Handshake {
     private readonly wire: NativeWire,
     /** Bytes of the request head, consumed from the kernel when answered. */
     private readonly headLength: number,
-  ) {
-    transport.peer(wire);
-  }
+  ) {}
 
   get destroyed(): boolean {
     return this.wire.destroyed;

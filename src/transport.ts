@@ -44,12 +44,13 @@ export interface TransportHandler {
   onHttp(socket: Socket): void;
 }
 
+const NO_PEER: readonly [string, number] = Object.freeze(['', 0] as [string, number]);
+
 /** Whether this process can run the native transport. */
 export const nativeTransportAvailable = createTransport !== null;
 
 /** One connection of the native transport. */
 export class NativeWire implements Wire {
-  readonly socket = null;
   destroyed = false;
   /**
    * Bytes in the transport's queue as of the last write, 0 again when it
@@ -58,9 +59,9 @@ export class NativeWire implements Wire {
    */
   queued = 0;
   bytesRead = 0;
-  remoteAddress = '';
-  remotePort = 0;
   private sink: WireSink | null = null;
+  /** The client's address and port, read from the transport when first asked. */
+  private peerInfo: readonly [string, number] | undefined = undefined;
   /** Callbacks waiting for the queue to empty (few: a drop's and a throttle's). */
   private drained: (() => void)[] | null = null;
   /** bytesOut at close, when the slot is gone. */
@@ -71,10 +72,32 @@ export class NativeWire implements Wire {
 
   constructor(
     readonly transport: NativeTransport,
-    readonly slot: number,
-    readonly generation: number,
+    slot: number,
+    generation: number,
   ) {
     this.handle = generation * SLOTS + slot;
+  }
+
+  get socket(): null {
+    return null;
+  }
+  get slot(): number {
+    return this.handle % SLOTS;
+  }
+  get generation(): number {
+    return Math.floor(this.handle / SLOTS);
+  }
+
+  /**
+   * The client's address as accept() gave it (no system call); '' once the
+   * connection is gone if nobody asked before (as `net.Socket` gives
+   * undefined), and still known to `close` listeners.
+   */
+  get remoteAddress(): string {
+    return (this.peerInfo ??= this.transport.peerOf(this))[0];
+  }
+  get remotePort(): number {
+    return (this.peerInfo ??= this.transport.peerOf(this))[1];
   }
 
   get bytesWritten(): number {
@@ -211,13 +234,9 @@ export class NativeTransport {
     if (fd >= 0) this.handler.onHttp(socketFor(fd));
   }
 
-  /** The client's address, for a pending or open slot. */
-  peer(wire: NativeWire): void {
-    const peer = wire.destroyed ? undefined : this.binding.peer(wire.handle);
-    if (peer !== undefined) {
-      wire.remoteAddress = peer[0];
-      wire.remotePort = peer[1];
-    }
+  /** @internal The client's address and port, for a slot not yet freed; ['', 0] for one that is. */
+  peerOf(wire: NativeWire): readonly [string, number] {
+    return this.binding.peer(wire.handle) ?? NO_PEER;
   }
 
   /** Stops accepting; connections stay. */

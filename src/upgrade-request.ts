@@ -5,8 +5,17 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
+/** Where a request's client address is read when first asked (the handshake's socket or slot). */
+export interface PeerSource {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+}
+
 export class UpgradeRequest<Data = unknown> {
   #query: URLSearchParams | undefined;
+  #address: string;
+  #port: number;
+  #peer: PeerSource | null = null;
 
   constructor(
     /** The fd the connection gets if the handshake is accepted. */
@@ -14,15 +23,33 @@ export class UpgradeRequest<Data = unknown> {
     /** The request target, e.g. `/chat?room=1`. */
     readonly url: string,
     readonly headers: IncomingHttpHeaders,
-    readonly remoteAddress: string,
-    readonly remotePort: number,
+    remoteAddress: string,
+    remotePort: number,
     /** Subprotocols the client offered, in its order of preference. */
     readonly protocols: readonly string[],
     /** The chosen subprotocol ('' for none); the hook may change it. */
     public protocol: string,
     /** Per-connection user data; the hook may set it. */
     public data: Data,
-  ) {}
+  ) {
+    this.#address = remoteAddress;
+    this.#port = remotePort;
+  }
+
+  /** @internal The address is read from `peer` when first asked, not when the request is made. */
+  static lazy<Data>(fd: number, url: string, headers: IncomingHttpHeaders, peer: PeerSource, protocols: readonly string[], protocol: string): UpgradeRequest<Data> {
+    const request = new UpgradeRequest<Data>(fd, url, headers, '', 0, protocols, protocol, undefined as Data);
+    request.#peer = peer;
+    return request;
+  }
+
+  /** The client's address (as the socket gave it; '' if it was gone before anyone asked). */
+  get remoteAddress(): string {
+    return this.#peer !== null ? this.#peer.remoteAddress : this.#address;
+  }
+  get remotePort(): number {
+    return this.#peer !== null ? this.#peer.remotePort : this.#port;
+  }
 
   /** The path part of `url`. */
   get path(): string {

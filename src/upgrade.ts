@@ -66,16 +66,7 @@ async function upgrade<Data>(core: ServerCore<Data>, req: RequestHead | Incoming
   }
   const supported = options.subprotocols;
   const protocol = supported ? (check.protocols.find((p) => supported.includes(p)) ?? '') : '';
-  const request = new UpgradeRequest<Data>(
-    core.registry.allocate(),
-    req.url ?? '/',
-    req.headers as IncomingHttpHeaders,
-    handshake.remoteAddress,
-    handshake.remotePort,
-    check.protocols,
-    protocol,
-    undefined as Data,
-  );
+  const request = UpgradeRequest.lazy<Data>(core.registry.allocate(), req.url ?? '/', req.headers as IncomingHttpHeaders, handshake, check.protocols, protocol);
   let extraHeaders: OutgoingHttpHeaders | undefined;
   const hook = core.events.listeners('handshake')[0];
   if (hook !== undefined) {

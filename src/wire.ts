@@ -72,7 +72,11 @@ export class StreamWire implements Wire {
   /** Bytes the fd-based native batched write sent past the stream (see `batcher.ts`). */
   directBytesOut = 0;
 
-  constructor(readonly socket: Socket) {}
+  constructor(readonly socket: Socket) {
+    // net.Socket reads the peer once and keeps it: read now, so `close`
+    // listeners still see the address after the socket is gone.
+    void socket.remotePort;
+  }
 
   get destroyed(): boolean {
     return this.socket.destroyed;
