@@ -8,11 +8,11 @@
  * turn and writes them in one go (see `batcher.ts`).
  */
 import type { BatchNode, Batchable } from './batcher.js';
-import { ReadyState, type ConnectionOwner } from './connection-owner.js';
+import { Flag, ReadyState, type Closing, type ConnectionOwner, type Deferred } from './connection-owner.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';
 import { isValidUtf8, utf8FailureOffset } from './native.js';
-import { Parser, type ParserHandler } from './protocol/parser.js';
+import { adoptSpareParser, STOPPED_PARSER, type Parser, type ParserHandler, returnSpareParser } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
 import type { Wire, WireSink } from './wire.js';
@@ -32,8 +32,7 @@ function whenEmpty(connection: Connection, done: (connection: Connection) => voi
 }
 /** After a drop: `drain` once the queue is empty again. */
 function reportDrain(connection: Connection): void {
-  connection.wantDrain = false;
-  connection.owner.onDrain(connection);
+  connection.drainReported();
 }
 /**
  * While a connection is over `maxBackpressure`, it is not read: whatever a
@@ -48,25 +47,13 @@ function onCloseTimeout(connection: Connection): void {
   connection.wire.destroy();
 }
 
-/** A data message waiting behind a compression in flight: a ready frame, or (`frame` null) one to compress. */
-interface Deferred {
-  opcode: number;
-  fin: boolean;
-  frame: EncodedFrame | null;
-  data: Buffer | string;
-  bytes: number;
-}
 const NO_DATA = Buffer.alloc(0);
 
-// Why reading is paused (bits): a fragment being inflated, a queue over the limit.
-const PAUSED_INFLATE = 1;
-const PAUSED_BACKPRESSURE = 2;
-
 /**
- * State held per connection. Budget: the fields below plus the parser
- * (about 15 fields) and the wire (a native slot: 13 fields; or a
- * `net.Socket`), and no per-connection closures or timers except during a
- * close handshake.
+ * State held per connection. Budget: the 21 fields below (192 bytes on a
+ * 64-bit heap), the wire (a native slot: 9 fields; or a `net.Socket`), and
+ * no parser, closures or timers while idle: a parser only inside a message
+ * (see `adoptSpareParser`), a `Closing` and its timer only during a close.
  */
 export class Connection<Data = unknown> implements ParserHandler, Batchable, WireSink {
   state: number = ReadyState.OPEN;
@@ -78,30 +65,21 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   messagesOut = 0;
   batchNode: BatchNode | null = null;
   pendingBytes = 0;
-  /** A message was dropped: report `drain` when the queue is empty again. */
-  wantDrain = false;
   /** Topics this connection is subscribed to (owned by the server's pub/sub). */
   topics: Set<string> | null = null;
   readonly connectTime: number;
 
-  private readonly parser: Parser;
-  /** A fragmented message is being sent: data messages wait behind it. */
-  private fragmenting = false;
+  /** The parser reading for this connection, or null between messages (see `adoptSpareParser`). */
+  private parser: Parser | null = null;
+  /** Data frames waiting for a fragmented message being sent to finish. */
   private waiting: EncodedFrame[] | null = null;
-  private closeSent = false;
-  private closeReceived = false;
-  private failed = false;
-  private closeCode = 1006;
-  private closeReason = '';
-  private closeTimer: NodeJS.Timeout | null = null;
+  /** Yes/no state: the bits of `Flag` (`connection-owner.ts`). */
+  private flags = 0;
+  private closing: Closing | null = null;
   /** Data messages behind the compression in flight, in order; null when none is in flight. */
   private deferred: Deferred[] | null = null;
   /** Bytes of the message being compressed and of `deferred`, counted in `bufferedAmount`. */
   private deferredBytes = 0;
-  /** Whether the last deferred data frame left a fragmented message open (checked when deferring). */
-  private deferredFragmenting = false;
-  /** Why the wire is not being read (PAUSED_* bits); 0 while reading. */
-  private pausedBy = 0;
 
   constructor(
     readonly fd: number,
@@ -115,7 +93,6 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     readonly deflate: PerMessageDeflate | null = null,
   ) {
     this.connectTime = this.lastReceive = Date.now();
-    this.parser = new Parser(this, owner.maxPayload, deflate !== null);
     wire.attach(this);
   }
 
@@ -144,8 +121,27 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   /** Feeds received bytes to the parser (also bytes that came with the upgrade request). */
   receive(chunk: Buffer): void {
     this.lastReceive = Date.now();
-    this.parser.write(chunk);
+    const parser = this.takeParser();
+    parser.write(chunk);
+    // Between messages again: the parser goes back to being the spare.
+    if (this.parser === parser && returnSpareParser(parser)) this.parser = null;
     this.checkBackpressure();
+  }
+
+  /** This connection's parser, the spare one adopted if it has none. */
+  private takeParser(): Parser {
+    return (this.parser ??= adoptSpareParser(this, this.owner.maxPayload, this.deflate !== null));
+  }
+
+  /** Nothing more is parsed for this connection (a close frame, an error, the socket's end). */
+  private stopParser(): void {
+    if (this.parser !== null) this.parser.stop();
+    else this.parser = STOPPED_PARSER;
+  }
+
+  /** Whether input ended for this connection (see `stopParser`). */
+  private get inputStopped(): boolean {
+    return this.parser !== null && this.parser.stopped;
   }
 
   /**
@@ -163,30 +159,30 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
       if (this.state === ReadyState.OPEN) this.expire(1008, 'slow consumer');
       return;
     }
-    if (this.pausedBy & PAUSED_BACKPRESSURE) return;
-    this.pauseReading(PAUSED_BACKPRESSURE);
+    if (this.flags & Flag.PAUSED_BACKPRESSURE) return;
+    this.pauseReading(Flag.PAUSED_BACKPRESSURE);
     setImmediate(whenEmpty, this, unthrottle);
   }
 
   /** @internal reading resumes once a throttled connection's queue is empty. */
   unthrottle(): void {
-    this.resumeReading(PAUSED_BACKPRESSURE);
+    this.resumeReading(Flag.PAUSED_BACKPRESSURE);
   }
 
   private pauseReading(reason: number): void {
-    if (this.pausedBy === 0) {
-      this.parser.pause();
+    if ((this.flags & Flag.PAUSED) === 0) {
+      this.takeParser().pause();
       this.wire.pause();
     }
-    this.pausedBy |= reason;
+    this.flags |= reason;
   }
 
   private resumeReading(reason: number): void {
-    if (!(this.pausedBy & reason)) return;
-    this.pausedBy &= ~reason;
-    if (this.pausedBy !== 0) return;
+    if (!(this.flags & reason)) return;
+    this.flags &= ~reason;
+    if ((this.flags & Flag.PAUSED) !== 0) return;
     this.wire.resume();
-    this.parser.resume();
+    this.parser?.resume();
   }
 
   // --- sending ---------------------------------------------------------------
@@ -217,12 +213,12 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     if (this.deferred !== null) return this.defer(opcode, fin, frame, NO_DATA);
     if (opcode !== OPCODE.CONTINUATION && this.refuse(frameLength(frame))) return false;
     if (opcode === OPCODE.CONTINUATION) {
-      if (!this.fragmenting) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
+      if (!(this.flags & Flag.FRAGMENTING)) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
       this.write(frame);
       if (fin) this.finishFragmented();
       return true;
     }
-    if (this.fragmenting) {
+    if (this.flags & Flag.FRAGMENTING) {
       if (!fin) throw new TypeError(`a fragmented message is already in progress on fd ${this.fd}`);
       (this.waiting ??= []).push(frame);
       this.messagesOut++;
@@ -230,7 +226,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     }
     this.write(frame);
     if (fin) this.messagesOut++;
-    else this.fragmenting = true;
+    else this.flags |= Flag.FRAGMENTING;
     return true;
   }
 
@@ -248,8 +244,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
       this.expire(1008, 'slow consumer');
     } else {
       owner.onDropped(this, bytes);
-      if (!this.wantDrain) {
-        this.wantDrain = true;
+      if (!(this.flags & Flag.WANT_DRAIN)) {
+        this.flags |= Flag.WANT_DRAIN;
         setImmediate(whenEmpty, this, reportDrain);
       }
     }
@@ -277,16 +273,18 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     const bytes = frame !== null ? frameLength(frame) : typeof data === 'string' ? Buffer.byteLength(data) : data.length;
     if (opcode !== OPCODE.CONTINUATION && this.refuse(bytes)) return false;
     // The fragmentation rules of send(), checked now rather than when the queue drains.
-    const open = this.deferred!.length > 0 ? this.deferredFragmenting : this.fragmenting;
+    const open = (this.flags & (this.deferred!.length > 0 ? Flag.DEFERRED_FRAGMENTING : Flag.FRAGMENTING)) !== 0;
+    let stillOpen: boolean;
     if (opcode === OPCODE.CONTINUATION) {
       if (!open) throw new TypeError(`no fragmented message is in progress on fd ${this.fd}`);
-      this.deferredFragmenting = !fin;
+      stillOpen = !fin;
     } else if (!fin) {
       if (open) throw new TypeError(`a fragmented message is already in progress on fd ${this.fd}`);
-      this.deferredFragmenting = true;
+      stillOpen = true;
     } else {
-      this.deferredFragmenting = open;
+      stillOpen = open;
     }
+    this.flags = stillOpen ? this.flags | Flag.DEFERRED_FRAGMENTING : this.flags & ~Flag.DEFERRED_FRAGMENTING;
     this.deferred!.push({ opcode, fin, frame, data, bytes });
     this.deferredBytes += bytes;
     return true;
@@ -319,7 +317,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   }
 
   private finishFragmented(): void {
-    this.fragmenting = false;
+    this.flags &= ~Flag.FRAGMENTING;
     this.messagesOut++;
     const waiting = this.waiting;
     if (waiting === null) return;
@@ -332,10 +330,26 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   /** Starts the closing handshake (RFC 6455 7.1.2). Returns false if one already started. */
   close(code: number, reason: string): boolean {
     if (this.state !== ReadyState.OPEN) return false;
-    this.closeCode = code;
-    this.closeReason = reason;
+    this.closeWith(code, reason);
     this.sendClose(code, reason);
     return true;
+  }
+
+  /** `drain` is due: the queue emptied after a drop. */
+  drainReported(): void {
+    this.flags &= ~Flag.WANT_DRAIN;
+    this.owner.onDrain(this);
+  }
+
+  /** Records the code and reason this connection closes with (the first ones win). */
+  private closeWith(code: number, reason: string): Closing {
+    let closing = this.closing;
+    if (closing === null) closing = this.closing = { code, reason, timer: null };
+    else if (!(this.flags & (Flag.CLOSE_SENT | Flag.CLOSE_RECEIVED))) {
+      closing.code = code;
+      closing.reason = reason;
+    }
+    return closing;
   }
 
   /**
@@ -345,12 +359,11 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
    */
   expire(code: number, reason: string): void {
     if (this.state === ReadyState.OPEN) {
-      this.closeCode = code;
-      this.closeReason = reason;
+      this.closeWith(code, reason);
       this.sendClose(code, reason);
     }
-    this.failed = true;
-    this.parser.stop();
+    this.flags |= Flag.FAILED;
+    this.stopParser();
     this.owner.batcher.flushOne(this);
     this.wire.destroySoon();
     this.startCloseTimer();
@@ -365,27 +378,28 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   /** Closes the TCP connection at once, without a closing handshake. */
   destroy(): void {
     this.state = ReadyState.CLOSING;
-    this.parser.stop();
+    this.stopParser();
     this.wire.destroy();
   }
 
   private sendClose(code: number, reason: string): void {
     this.state = ReadyState.CLOSING;
-    this.closeSent = true;
+    this.flags |= Flag.CLOSE_SENT;
     this.waiting = null;
     this.write(encodeClose(code, reason));
     this.startCloseTimer();
   }
 
   private startCloseTimer(): void {
-    if (this.closeTimer !== null) return;
-    this.closeTimer = setTimeout(onCloseTimeout, this.owner.closeTimeout, this);
-    this.closeTimer.unref();
+    const closing = (this.closing ??= { code: 1006, reason: '', timer: null });
+    if (closing.timer !== null) return;
+    closing.timer = setTimeout(onCloseTimeout, this.owner.closeTimeout, this);
+    closing.timer.unref();
   }
 
   /** The peer sent FIN: nothing more will come, so finish our side too. */
   peerEnded(): void {
-    this.parser.stop();
+    this.stopParser();
     if (this.state === ReadyState.OPEN) this.state = ReadyState.CLOSING;
     this.endSocket();
     this.startCloseTimer();
@@ -394,16 +408,20 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   socketClosed(): void {
     if (this.state === ReadyState.CLOSED) return;
     this.state = ReadyState.CLOSED;
-    this.parser.stop();
+    this.stopParser();
     this.deflate?.close();
     this.deferred = null;
     this.deferredBytes = 0;
     this.waiting = null;
-    if (this.closeTimer !== null) clearTimeout(this.closeTimer);
-    this.closeTimer = null;
-    const wasClean = this.closeSent && this.closeReceived && !this.failed;
-    const code = this.closeSent || this.closeReceived ? this.closeCode : 1006;
-    this.owner.onClosed(this, code, code === 1006 ? '' : this.closeReason, wasClean);
+    const closing = this.closing;
+    if (closing !== null && closing.timer !== null) {
+      clearTimeout(closing.timer);
+      closing.timer = null;
+    }
+    const flags = this.flags;
+    const wasClean = (flags & (Flag.CLOSE_SENT | Flag.CLOSE_RECEIVED | Flag.FAILED)) === (Flag.CLOSE_SENT | Flag.CLOSE_RECEIVED);
+    const code = (flags & (Flag.CLOSE_SENT | Flag.CLOSE_RECEIVED)) !== 0 && closing !== null ? closing.code : 1006;
+    this.owner.onClosed(this, code, code === 1006 ? '' : closing!.reason, wasClean);
   }
 
   // --- ParserHandler -----------------------------------------------------------
@@ -418,26 +436,26 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     if (!fin && payload.length === 0) return;
     // Hold further input until this fragment is inflated: messages stay in
     // order and nothing piles up in memory while zlib works.
-    this.pauseReading(PAUSED_INFLATE);
+    this.pauseReading(Flag.PAUSED_INFLATE);
     this.deflate!.decompress(payload, fin, (error, message) => this.inflated(opcode, error, message));
   }
 
   private inflated(opcode: number, error: WebSocketError | null, message: Buffer | null): void {
-    if (this.parser.stopped) return;
+    if (this.inputStopped) return;
     if (error === null && message !== null && opcode === OPCODE.TEXT && !isValidUtf8(message, 0, message.length)) {
       // RFC 6455 8.1, on the inflated bytes.
       error = new WebSocketError('INVALID_UTF8', utf8FailureOffset(message, 0, message.length));
     }
     if (error !== null) {
-      this.parser.stop();
+      this.stopParser();
       this.onError(error);
       // Read on (and ignore) so the peer's close is seen.
-      this.resumeReading(PAUSED_INFLATE);
+      this.resumeReading(Flag.PAUSED_INFLATE);
       return;
     }
     if (message !== null) this.onMessage(opcode, message);
-    if (this.parser.stopped) return;
-    this.resumeReading(PAUSED_INFLATE);
+    if (this.inputStopped) return;
+    this.resumeReading(Flag.PAUSED_INFLATE);
   }
 
   onPing(payload: Buffer): void {
@@ -452,12 +470,13 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   }
 
   onClose(code: number, reason: string): void {
-    this.closeReceived = true;
-    if (!this.closeSent) {
+    if (!(this.flags & Flag.CLOSE_SENT)) {
       // RFC 6455 5.5.1: reply with a close frame, echoing the status code.
-      this.closeCode = code;
-      this.closeReason = reason;
+      this.closeWith(code, reason);
+      this.flags |= Flag.CLOSE_RECEIVED;
       this.sendClose(code, '');
+    } else {
+      this.flags |= Flag.CLOSE_RECEIVED;
     }
     // RFC 6455 7.1.1: the server closes the TCP connection first.
     this.endSocket();
@@ -465,10 +484,9 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
 
   onError(error: WebSocketError): void {
     // RFC 6455 7.1.7: fail the connection: a close frame with the reason, then TCP close.
-    this.failed = true;
-    if (!this.closeSent) {
-      this.closeCode = error.closeCode;
-      this.closeReason = error.message;
+    this.flags |= Flag.FAILED;
+    if (!(this.flags & Flag.CLOSE_SENT)) {
+      this.closeWith(error.closeCode, error.message);
       this.sendClose(error.closeCode, error.message);
     }
     this.endSocket();

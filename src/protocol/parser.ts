@@ -70,35 +70,54 @@ export class Parser {
   private compressed = false;
   /** Compressed bytes of this message already handed over. */
   private compressedRead = 0;
-  /**
-   * Limit on a compressed message's own size: `maxPayload` on the inflated
-   * size is enforced while inflating; this bounds what is buffered, with room
-   * for the few bytes deflate adds to incompressible data (5 per stored block).
-   */
-  private readonly compressedLimit: number;
+  /** Limit on a compressed message's own size (see `compressedLimit()`). */
+  private compressedLimit: number;
 
   private paused = false;
   /** Input received while paused, parsed on `resume()`. */
   private pending: Buffer | null = null;
 
   constructor(
-    private readonly handler: ParserHandler,
-    private readonly maxPayload: number,
+    private handler: ParserHandler,
+    private maxPayload: number,
     /** permessage-deflate was negotiated: RSV1 is allowed on a message's first frame. */
-    private readonly compression = false,
+    private compression = false,
   ) {
-    this.compressedLimit = maxPayload + Math.ceil(maxPayload / 1024) + 64;
+    this.compressedLimit = compressedLimit(maxPayload);
+  }
+
+  /**
+   * Whether the parser sits between messages with nothing held: a fresh
+   * parser would carry on exactly as this one. An idle parser can serve
+   * another connection (see `adopt`).
+   */
+  get idle(): boolean {
+    return this.state === HEADER && this.headerFilled === 0 && this.messageOpcode === 0 && !this.paused && this.pending === null;
+  }
+
+  /**
+   * Makes an idle parser read for another handler (connections between
+   * messages hold no parser of their own: see `connection.ts`).
+   */
+  adopt(handler: ParserHandler, maxPayload: number, compression: boolean): void {
+    this.handler = handler;
+    this.compression = compression;
+    if (maxPayload !== this.maxPayload) {
+      this.maxPayload = maxPayload;
+      this.compressedLimit = compressedLimit(maxPayload);
+    }
   }
 
   /** Stops parsing: bytes already queued and later chunks are ignored. */
   stop(): void {
     this.state = STOPPED;
+    this.paused = false;
     this.header = this.controlBuffer = this.message = this.pending = null;
   }
 
   /** Holds input, from the next frame on, until `resume()` (called from a handler callback). */
   pause(): void {
-    this.paused = true;
+    if (this.state !== STOPPED) this.paused = true;
   }
 
   /** Parses what arrived while paused, then carries on. */
@@ -117,6 +136,7 @@ export class Parser {
 
   /** Feeds one chunk. The chunk may be unmasked in place and kept by views. */
   write(chunk: Buffer): void {
+    if (this.state === STOPPED) return;
     if (this.paused) {
       this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
       return;
@@ -393,6 +413,15 @@ export class Parser {
   }
 }
 
+/**
+ * Limit on a compressed message's own size: `maxPayload` on the inflated size
+ * is enforced while inflating; this bounds what is buffered, with room for
+ * the few bytes deflate adds to incompressible data (5 per stored block).
+ */
+function compressedLimit(maxPayload: number): number {
+  return maxPayload + Math.ceil(maxPayload / 1024) + 64;
+}
+
 /** Header size from its second byte: 2, plus the extended length, plus the mask. */
 function headerSize(b1: number): number {
   const length = b1 & 0x7f;
@@ -404,3 +433,36 @@ function copyOut(buf: Buffer, start: number, end: number): Buffer {
   if (end === start) return EMPTY;
   return Buffer.from(buf.subarray(start, end));
 }
+
+/**
+ * Connections between messages hold no parser: an idle one reads with the
+ * spare parser, and keeps it only while it is inside a frame or a fragmented
+ * message, paused or stopped. Only the parser object changes hands: an idle
+ * parser holds nothing of the connection it last read for. When the spare is
+ * in use (a handler's call reaching another connection's input), a new one
+ * is made.
+ */
+let spare: Parser | null = null;
+
+/** The spare parser (or a new one) reading for `handler`. */
+export function adoptSpareParser(handler: ParserHandler, maxPayload: number, compression: boolean): Parser {
+  const parser = spare;
+  if (parser === null) return new Parser(handler, maxPayload, compression);
+  spare = null;
+  parser.adopt(handler, maxPayload, compression);
+  return parser;
+}
+
+/** Keeps `parser` as the spare if it is idle and there is none: true if it was taken. */
+export function returnSpareParser(parser: Parser): boolean {
+  if (spare !== null || !parser.idle) return false;
+  spare = parser;
+  return true;
+}
+
+/** What a connection whose input ended holds instead of a parser: it ignores everything. */
+export const STOPPED_PARSER = new Parser(
+  { onMessage() {}, onPing() {}, onPong() {}, onClose() {}, onError() {} },
+  0,
+);
+STOPPED_PARSER.stop();
