@@ -4,7 +4,7 @@
  * writing the HTTP responses. Pure functions over parsed request fields; the
  * server does the I/O.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders } from 'node:http';
 
 /** The GUID every accept key is derived with (RFC 6455 1.3). */
@@ -84,9 +84,8 @@ export function checkUpgrade(req: UpgradeRequestLike): UpgradeCheck {
 
 /** `Sec-WebSocket-Accept` for a client key (RFC 6455 4.2.2 item 5.4). */
 export function acceptKey(key: string): string {
-  return createHash('sha1')
-    .update(key + GUID)
-    .digest('base64');
+  // One-shot: no Hash object per handshake (a third of createHash's time).
+  return hash('sha1', key + GUID, 'base64');
 }
 
 function headerLines(headers: OutgoingHttpHeaders | undefined): string {
