@@ -12,6 +12,7 @@
  * by the frames it got this turn, so "same sequence" is "same node", found
  * in O(1) per frame and recipient.
  */
+import { Buffer } from 'node:buffer';
 import { frameLength, type EncodedFrame } from './protocol/frame.js';
 import { writableFd, writeBatch } from './native.js';
 import type { NativeWire } from './transport.js';

@@ -61,7 +61,8 @@ export interface ConnectionOwner<Connection> {
   readonly maxBackpressure: number;
   readonly backpressure: 'drop' | 'close';
   readonly batcher: Batcher;
-  onMessage(connection: Connection, opcode: number, payload: Buffer): void;
+  /** `inPlace`: the payload is a view into the bytes the wire delivered. */
+  onMessage(connection: Connection, opcode: number, payload: Buffer, inPlace: boolean): void;
   onPing(connection: Connection, payload: Buffer): void;
   onPong(connection: Connection, payload: Buffer): void;
   onProtocolError(connection: Connection, error: WebSocketError): void;

@@ -7,6 +7,7 @@
  * Frames go through the owner's batcher, which holds them to the end of the
  * turn and writes them in one go (see `batcher.ts`).
  */
+import { Buffer } from 'node:buffer';
 import type { BatchNode, Batchable } from './batcher.js';
 import { Flag, ReadyState, type Closing, type ConnectionOwner, type Deferred } from './connection-owner.js';
 import type { PerMessageDeflate } from './deflate.js';
@@ -426,9 +427,9 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
 
   // --- ParserHandler -----------------------------------------------------------
 
-  onMessage(opcode: number, payload: Buffer): void {
+  onMessage(opcode: number, payload: Buffer, inPlace = false): void {
     this.messagesIn++;
-    this.owner.onMessage(this, opcode, payload);
+    this.owner.onMessage(this, opcode, payload, inPlace);
     this.checkBackpressure();
   }
 

@@ -17,6 +17,7 @@
  * - Inflation counts its output as zlib produces it (16 KiB at a time) and
  *   stops at `maxPayload`: a bomb costs at most `maxPayload` + 16 KiB.
  */
+import { Buffer } from 'node:buffer';
 import zlib from 'node:zlib';
 import { WebSocketError } from './errors.js';
 import type { DeflateNegotiationConfig, DeflateParams } from './protocol/extensions.js';

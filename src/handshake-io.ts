@@ -5,6 +5,7 @@
  * this is where they differ: how the answer is written, what the open
  * connection runs on, and when the client is cut for being slow.
  */
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Connection } from './connection.js';

@@ -9,6 +9,7 @@
  * Small inputs stay in JS even with the addon, where crossing into C++ costs
  * more than it saves; the thresholds come from `npm run bench:micro`.
  */
+import { Buffer } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';

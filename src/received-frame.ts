@@ -7,6 +7,7 @@
  * `Frame` is typed as a union on `opcode`, so `frame.opcode === OPCODE.TEXT`
  * makes `frame.data` a `string` (and `BINARY` a `Buffer`) without a cast.
  */
+import { Buffer } from 'node:buffer';
 import { OPCODE } from './protocol/opcode.js';
 
 /** What every received message has, whatever its opcode. */

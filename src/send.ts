@@ -4,6 +4,7 @@
  * to each connection (which applies backpressure) and, for fds and
  * recipients elsewhere, to the router.
  */
+import { Buffer } from 'node:buffer';
 import type { Connection } from './connection.js';
 import { ReadyState } from './connection-owner.js';
 import { SharedMessage } from './deflate.js';

@@ -5,6 +5,7 @@
  * into the server's events. The public `Server` holds one, and so do the
  * parts that listen, upgrade and send; it is never part of the public API.
  */
+import { Buffer } from 'node:buffer';
 import type { EventEmitter } from 'node:events';
 import { Batcher } from './batcher.js';
 import type { Primary } from './cluster/primary.js';
@@ -182,11 +183,13 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
 
   // --- ConnectionOwner --------------------------------------------------------------
 
-  onMessage(connection: Connection, opcode: number, payload: Buffer): void {
+  onMessage(connection: Connection, opcode: number, payload: Buffer, inPlace: boolean): void {
     this.counters.messagesIn++;
     try {
-      // A view into a native batch also holds other connections' bytes.
-      const shared = connection.wire.handle >= 0 && payload.length !== payload.buffer.byteLength;
+      // A view into a native batch also holds other connections' bytes (a
+      // payload read in place always is one: the batch holds its header too;
+      // `.buffer` is a slow call, so it is asked only of the other payloads).
+      const shared = connection.wire.handle >= 0 && (inPlace || payload.length !== payload.buffer.byteLength);
       this.events.emit('message', receivedFrame(connection.fd, opcode, payload, shared));
     } catch (error) {
       this.listenerFailed(connection, error);

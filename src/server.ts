@@ -6,6 +6,7 @@
  * (`upgrade.ts`) and sending (`send.ts`). The protocol is in `protocol/`,
  * one socket's life in `connection.ts`.
  */
+import { Buffer } from 'node:buffer';
 import cluster from 'node:cluster';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';

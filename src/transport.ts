@@ -9,6 +9,7 @@
  * has no `net.Socket`, no libuv handle and no stream state, which is where
  * most of a Node socket's memory goes.
  */
+import { Buffer } from 'node:buffer';
 import { closeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import type { EncodedFrame } from './protocol/frame.js';

@@ -5,6 +5,7 @@
  * `net.Socket` at all. `connection.ts` talks to either through this
  * interface and never knows which.
  */
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import type { EncodedFrame } from './protocol/frame.js';
 import type { TransportBinding } from './native.js';

@@ -4,6 +4,7 @@
  * out as one buffer (header and payload together, one write); a large Buffer
  * payload is not copied: the frame is its header plus the caller's buffer.
  */
+import { Buffer } from 'node:buffer';
 import { OPCODE } from './opcode.js';
 
 /** A frame ready for the wire: one buffer, or a header and the payload it precedes. */

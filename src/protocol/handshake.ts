@@ -4,6 +4,7 @@
  * writing the HTTP responses. Pure functions over parsed request fields; the
  * server does the I/O.
  */
+import { Buffer } from 'node:buffer';
 import { hash } from 'node:crypto';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders } from 'node:http';
 

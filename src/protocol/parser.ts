@@ -17,6 +17,7 @@
  * handler inflates and checks); the handler may `pause()` the parser while it
  * works and `resume()` it after, so messages stay in order.
  */
+import { Buffer } from 'node:buffer';
 import { isValidCloseCode, WebSocketError, type WebSocketErrorCode } from '../errors.js';
 import { isValidUtf8, maskInto, rotateMask, unmask, utf8Continue, utf8FailureOffset, utf8InvalidAt, UTF8_INVALID } from '../native.js';
 import { OPCODE } from './opcode.js';
@@ -24,7 +25,8 @@ import { OPCODE } from './opcode.js';
 /** What the parser reports to. Payload buffers are the handler's to keep. */
 export interface ParserHandler {
   /** A whole data message: `opcode` is `OPCODE.TEXT` (valid UTF-8) or `OPCODE.BINARY`. */
-  onMessage(opcode: number, payload: Buffer): void;
+  /** `inPlace`: the payload is a view into the chunk given to `write` (not a buffer of the parser's own). */
+  onMessage(opcode: number, payload: Buffer, inPlace: boolean): void;
   onPing(payload: Buffer): void;
   onPong(payload: Buffer): void;
   /** A valid close frame; `code` is 1005 when it carried no status. */
@@ -351,6 +353,7 @@ export class Parser {
     }
     if (!this.fin) return;
     let payload: Buffer;
+    let inPlace = false;
     if (this.message !== null) {
       // A buffer grown by doubling can be twice the message: a message the
       // app keeps should cost its own size, so a loose one is trimmed.
@@ -361,14 +364,15 @@ export class Parser {
       // The message ended inside a code point: the first missing byte is the bad one.
       if (this.messageOpcode === OPCODE.TEXT && this.utf8State !== 0) return this.fail('INVALID_UTF8', this.messageLength);
     } else {
-      payload = buf === null || end === start ? EMPTY : buf.subarray(start, end);
+      inPlace = buf !== null && end > start;
+      payload = inPlace ? buf!.subarray(start, end) : EMPTY;
     }
     const messageOpcode = this.messageOpcode;
     this.messageOpcode = 0;
     this.message = null;
     this.messageLength = 0;
     this.utf8State = 0;
-    this.handler.onMessage(messageOpcode, payload);
+    this.handler.onMessage(messageOpcode, payload, inPlace);
   }
 
   /** A frame of a compressed message is complete: hand it over as it is, one frame at a time. */
