@@ -12,6 +12,7 @@ import type { BatchNode, Batchable } from './batcher.js';
 import { Flag, ReadyState, type Closing, type ConnectionOwner, type Deferred } from './connection-owner.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';
+import { clock } from './heartbeat.js';
 import { isValidUtf8, utf8FailureOffset } from './native.js';
 import { adoptSpareParser, STOPPED_PARSER, type Parser, type ParserHandler, returnSpareParser } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
@@ -58,9 +59,9 @@ const NO_DATA = Buffer.alloc(0);
  */
 export class Connection<Data = unknown> implements ParserHandler, Batchable, WireSink {
   state: number = ReadyState.OPEN;
-  /** Time of the last bytes received (ms since epoch), for the heartbeat. */
+  /** Time of the last bytes received (a `clock()` reading), for the heartbeat. */
   lastReceive: number;
-  /** Time the last server ping went out, for `pingInterval`. */
+  /** Time the last server ping went out (`clock()`), for `pingInterval`. */
   lastPing = 0;
   messagesIn = 0;
   messagesOut = 0;
@@ -68,6 +69,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   pendingBytes = 0;
   /** Topics this connection is subscribed to (owned by the server's pub/sub). */
   topics: Set<string> | null = null;
+  /** When the connection opened (`clock()`). */
   readonly connectTime: number;
 
   /** The parser reading for this connection, or null between messages (see `adoptSpareParser`). */
@@ -93,7 +95,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     /** permessage-deflate state when it was negotiated, else null. */
     readonly deflate: PerMessageDeflate | null = null,
   ) {
-    this.connectTime = this.lastReceive = Date.now();
+    this.connectTime = this.lastReceive = clock();
     wire.attach(this);
   }
 
@@ -121,7 +123,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
 
   /** Feeds received bytes to the parser (also bytes that came with the upgrade request). */
   receive(chunk: Buffer): void {
-    this.lastReceive = Date.now();
+    this.lastReceive = clock();
     const parser = this.takeParser();
     parser.write(chunk);
     // Between messages again: the parser goes back to being the spare.

@@ -6,6 +6,20 @@
  * and stays. Per-socket timers would cost memory and timer-list churn on every
  * receive; a sweep costs one pass per interval.
  */
+/** When `clock()` was 0 (ms since the epoch). */
+export const CLOCK_EPOCH = Date.now();
+
+/**
+ * Milliseconds since this module loaded: what connections keep their times
+ * in. It stays a small integer (a Smi, stored in the object) for 24 days,
+ * where a `Date.now()` value would be a heap number of its own per field
+ * per connection; past that it is a heap number and still right.
+ */
+export function clock(): number {
+  return Date.now() - CLOCK_EPOCH;
+}
+
+/** Times are `clock()` readings. */
 export interface HeartbeatTarget {
   lastReceive: number;
   lastPing: number;
@@ -30,7 +44,7 @@ export class Heartbeat<C extends HeartbeatTarget> {
 
   start(): void {
     if (this.timer !== null || this.options.interval <= 0) return;
-    this.timer = setInterval(() => this.sweep(Date.now()), this.options.interval);
+    this.timer = setInterval(() => this.sweep(clock()), this.options.interval);
     this.timer.unref();
   }
 
@@ -39,7 +53,7 @@ export class Heartbeat<C extends HeartbeatTarget> {
     this.timer = null;
   }
 
-  /** One pass over all connections at time `now`. */
+  /** One pass over all connections at time `now` (a `clock()` reading). */
   sweep(now: number): void {
     const { idleTime, pingInterval, onIdle, onPing } = this.options;
     for (const connection of this.options.connections()) {

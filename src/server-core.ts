@@ -15,7 +15,7 @@ import type { Connection } from './connection.js';
 import { ReadyState, type ConnectionOwner } from './connection-owner.js';
 import { DeflateShared } from './deflate.js';
 import { CloseCode, type WebSocketError } from './errors.js';
-import { Heartbeat } from './heartbeat.js';
+import { CLOCK_EPOCH, Heartbeat } from './heartbeat.js';
 import { backend, nativeStatus } from './native.js';
 import type { Settings } from './options.js';
 import { encodeFrame } from './protocol/frame.js';
@@ -149,8 +149,8 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
       fd,
       remoteAddress: c.remoteAddress,
       remotePort: c.remotePort,
-      connectTime: c.connectTime,
-      lastReceiveTime: c.lastReceive,
+      connectTime: CLOCK_EPOCH + c.connectTime,
+      lastReceiveTime: CLOCK_EPOCH + c.lastReceive,
       bytesIn: c.bytesIn,
       bytesOut: c.bytesOut,
       messagesIn: c.messagesIn,

@@ -52,7 +52,6 @@ export const nativeTransportAvailable = createTransport !== null;
 
 /** One connection of the native transport. */
 export class NativeWire implements Wire {
-  destroyed = false;
   /**
    * Bytes in the transport's queue as of the last write, 0 again when it
    * drains; partial flushes in between are not seen, so it can read high
@@ -61,11 +60,7 @@ export class NativeWire implements Wire {
   queued = 0;
   bytesRead = 0;
   private sink: WireSink | null = null;
-  /** The client's address and port, read from the transport when first asked. */
-  private peerInfo: readonly [string, number] | undefined = undefined;
-  /** Callbacks waiting for the queue to empty (few: a drop's and a throttle's). */
-  private drained: (() => void)[] | null = null;
-  /** bytesOut at close, when the slot is gone. */
+  /** bytesOut at close, when the slot is gone; -1 while the connection lives. */
   private finalBytesOut = -1;
 
   /** The slot and its generation: what every call into the transport names. */
@@ -89,16 +84,20 @@ export class NativeWire implements Wire {
     return Math.floor(this.handle / SLOTS);
   }
 
+  /** The client went away, or JS let go of it (closed, rejected or released). */
+  get destroyed(): boolean {
+    return this.finalBytesOut >= 0;
+  }
+
   /**
-   * The client's address as accept() gave it (no system call); '' once the
-   * connection is gone if nobody asked before (as `net.Socket` gives
-   * undefined), and still known to `close` listeners.
+   * The client's address as accept() gave it (kept by the transport: no
+   * system call, no field here); known to `close` listeners, '' after.
    */
   get remoteAddress(): string {
-    return (this.peerInfo ??= this.transport.peerOf(this))[0];
+    return this.transport.peerOf(this)[0];
   }
   get remotePort(): number {
-    return (this.peerInfo ??= this.transport.peerOf(this))[1];
+    return this.transport.peerOf(this)[1];
   }
 
   get bytesWritten(): number {
@@ -145,7 +144,7 @@ export class NativeWire implements Wire {
 
   whenDrained(callback: () => void): void {
     if (this.queued === 0 || this.destroyed) setImmediate(callback);
-    else (this.drained ??= []).push(callback);
+    else this.transport.waitDrain(this, callback);
   }
 
   /** @internal events from the transport */
@@ -160,17 +159,18 @@ export class NativeWire implements Wire {
   /** @internal */
   emptied(): void {
     this.queued = 0;
-    const drained = this.drained;
-    this.drained = null;
-    if (drained !== null) for (const callback of drained) callback();
+    this.transport.drained(this, true);
   }
   /** @internal */
   closed(): void {
-    this.finalBytesOut = this.transport.binding.bytesOut(this.handle);
-    this.destroyed = true;
-    this.queued = 0;
-    this.drained = null;
+    this.gone(this.transport.binding.bytesOut(this.handle));
     this.sink?.socketClosed();
+  }
+  /** @internal Marks the wire destroyed (`bytesOut` as the transport last counted it). */
+  gone(bytesOut: number): void {
+    this.finalBytesOut = bytesOut;
+    this.queued = 0;
+    this.transport.drained(this, false);
   }
 }
 
@@ -181,6 +181,8 @@ export class NativeTransport {
   private readonly events: Int32Array;
   /** Pending and open connections by slot. */
   private readonly wires: (NativeWire | undefined)[] = [];
+  /** Callbacks waiting for a wire's queue to empty (few: a drop's and a throttle's), kept here, not per wire. */
+  private readonly drainWaiters = new Map<NativeWire, (() => void)[]>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private listenPort = 0;
   private closed = false;
@@ -258,8 +260,24 @@ export class NativeTransport {
   }
 
   private forget(wire: NativeWire): void {
-    wire.destroyed = true;
+    wire.gone(0);
     this.wires[wire.slot] = undefined;
+  }
+
+  /** @internal */
+  waitDrain(wire: NativeWire, callback: () => void): void {
+    const waiting = this.drainWaiters.get(wire);
+    if (waiting !== undefined) waiting.push(callback);
+    else this.drainWaiters.set(wire, [callback]);
+  }
+
+  /** @internal The wire's queue emptied (`call`), or the wire is gone: its waiters are done. */
+  drained(wire: NativeWire, call: boolean): void {
+    if (this.drainWaiters.size === 0) return;
+    const waiting = this.drainWaiters.get(wire);
+    if (waiting === undefined) return;
+    this.drainWaiters.delete(wire);
+    if (call) for (const callback of waiting) callback();
   }
 
   private readonly onEvents = (count: number, data: Buffer | undefined, heads: Buffer | undefined): void => {
