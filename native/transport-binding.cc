@@ -325,6 +325,61 @@ napi_value WriteBatch(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// writeEach(handles, ends, count, bytes, results): connection i gets
+// bytes[ends[i-1], ends[i]) (from 0 for the first), each as Write would: the
+// many connections of one turn that each have bytes of their own, in one
+// call instead of one call each. results as writeBatch's.
+napi_value WriteEach(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  napi_typedarray_type kind;
+  size_t handles_len = 0;
+  size_t ends_len = 0;
+  size_t results_len = 0;
+  void* handles_data = nullptr;
+  void* ends_data = nullptr;
+  void* results_data = nullptr;
+  struct iovec bytes;
+  if (argv[0] == nullptr || argv[1] == nullptr || argv[4] == nullptr ||
+      napi_get_typedarray_info(env, argv[0], &kind, &handles_len, &handles_data, nullptr, nullptr) != napi_ok ||
+      kind != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[1], &kind, &ends_len, &ends_data, nullptr, nullptr) != napi_ok ||
+      kind != napi_uint32_array ||
+      napi_get_typedarray_info(env, argv[4], &kind, &results_len, &results_data, nullptr, nullptr) != napi_ok ||
+      kind != napi_int32_array || !GetBytes(env, argv[3], &bytes)) {
+    return Throw(env, "handles must be a Float64Array, ends a Uint32Array, bytes a Uint8Array and results an Int32Array");
+  }
+  const int64_t count = Int(env, argv[2]);
+  if (count < 0 || static_cast<size_t>(count) > handles_len || static_cast<size_t>(count) > ends_len ||
+      static_cast<size_t>(count) > results_len) {
+    return Throw(env, "count must be an integer in [0, min(handles.length, ends.length, results.length)]");
+  }
+  const double* handles = static_cast<const double*>(handles_data);
+  const uint32_t* ends = static_cast<const uint32_t*>(ends_data);
+  int32_t* results = static_cast<int32_t*>(results_data);
+  // Every range inside bytes, in order: checked before anything is written.
+  uint32_t start = 0;
+  for (int64_t i = 0; i < count; i++) {
+    if (ends[i] < start || ends[i] > bytes.iov_len) {
+      napi_throw_range_error(env, nullptr, "ends must not decrease and must not pass bytes.length");
+      return nullptr;
+    }
+    start = ends[i];
+  }
+  start = 0;
+  for (int64_t i = 0; i < count; i++) {
+    const double handle = handles[i];
+    struct iovec iov = {static_cast<uint8_t*>(bytes.iov_base) + start, ends[i] - start};
+    start = ends[i];
+    const double queued = t == nullptr || !(handle >= 0 && handle < 9007199254740992.0)
+                              ? -1
+                              : t->Write(static_cast<int64_t>(handle), &iov, 1);
+    results[i] = queued > INT32_MAX ? INT32_MAX : static_cast<int32_t>(queued);
+  }
+  return nullptr;
+}
+
 // accept(handle, headLength, response) / reject(...): see Loop::Answer.
 napi_value Answer(napi_env env, napi_callback_info info, bool accept) {
   size_t argc = 3;
@@ -470,7 +525,8 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
   };
   const Method methods[] = {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
-      {"writev", Writev},         {"writeBatch", WriteBatch},       {"accept", Accept},
+      {"writev", Writev},         {"writeBatch", WriteBatch},       {"writeEach", WriteEach},
+      {"accept", Accept},
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
       {"destroySoon", HandleCall<&Loop::DestroySoon>},              {"destroy", HandleCall<&Loop::Destroy>},
       {"pause", HandleCall<&Loop::Pause>},                          {"resume", HandleCall<&Loop::Resume>},

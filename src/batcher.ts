@@ -76,6 +76,8 @@ const JOIN_MAX = 64 * 1024;
  */
 const JOIN_ONE_MAX = 4 * 1024;
 const EAGAIN = -11;
+/** Bytes of the buffer that carries, in one native call, the turn's frames of many connections that got their own. */
+const EACH_BYTES = 256 * 1024;
 
 /** Joins frames into one buffer (or returns the single frame's buffer as is). */
 function join(frames: readonly EncodedFrame[], bytes: number): Buffer {
@@ -99,6 +101,11 @@ export class Batcher {
   private fds = new Int32Array(256);
   private handles = new Float64Array(256);
   private results = new Int32Array(256);
+  private ends = new Uint32Array(256);
+  /** Where `writeEach` groups' frames are copied (reused: the transport copies what the kernel does not take). */
+  private each: Buffer | null = null;
+  /** Native connections alone in their group with few bytes, written together at the end of the flush. */
+  private readonly alone: BatchNode[] = [];
   /** A mixed group's members split by wire kind (reused between groups). */
   private readonly native: Batchable[] = [];
   private readonly streams: Batchable[] = [];
@@ -147,7 +154,54 @@ export class Batcher {
       }
       node.members.push(connection);
     }
-    for (const leaf of leaves) this.writeGroup(leaf.members!, leaf.frames(), leaf.bytes);
+    const alone = this.alone;
+    for (const leaf of leaves) {
+      const members = leaf.members!;
+      // Each connection is in one leaf, so writing these last keeps every connection's order.
+      if (members.length === 1 && leaf.bytes <= JOIN_ONE_MAX && members[0].wire.handle >= 0) alone.push(leaf);
+      else this.writeGroup(members, leaf.frames(), leaf.bytes);
+    }
+    if (alone.length > 0) {
+      this.writeAlone(alone);
+      alone.length = 0;
+    }
+  }
+
+  /**
+   * Native connections that each got frames of their own (echo, replies): their
+   * bytes copied one after another into one buffer and written with one
+   * native call, not one call and one joined buffer per connection.
+   */
+  private writeAlone(leaves: readonly BatchNode[]): void {
+    const each = (this.each ??= Buffer.allocUnsafeSlow(EACH_BYTES));
+    let from = 0;
+    while (from < leaves.length) {
+      let count = 0;
+      let offset = 0;
+      while (from + count < leaves.length && offset + leaves[from + count].bytes <= EACH_BYTES) {
+        offset += leaves[from + count].bytes;
+        count++;
+      }
+      this.ensureCapacity(count);
+      const handles = this.handles;
+      const ends = this.ends;
+      offset = 0;
+      for (let i = 0; i < count; i++) {
+        const leaf = leaves[from + i];
+        copyFrames(leaf, each, offset);
+        offset += leaf.bytes;
+        ends[i] = offset;
+        handles[i] = leaf.members![0].wire.handle;
+      }
+      const transport = leaves[from].members![0].wire.transport!;
+      transport.binding.writeEach(handles, ends, count, each, this.results);
+      const results = this.results;
+      for (let i = 0; i < count; i++) {
+        // -1: the connection failed; its close event follows.
+        if (results[i] >= 0) (leaves[from + i].members![0].wire as NativeWire).queued = results[i];
+      }
+      from += count;
+    }
   }
 
   private writeGroup(members: readonly Batchable[], frames: readonly EncodedFrame[], bytes: number): void {
@@ -189,6 +243,7 @@ export class Batcher {
     this.fds = new Int32Array(count * 2);
     this.handles = new Float64Array(count * 2);
     this.results = new Int32Array(count * 2);
+    this.ends = new Uint32Array(count * 2);
   }
 
   /** Native transport connections: one call; what the kernel does not take waits in the transport. */
@@ -237,6 +292,20 @@ export class Batcher {
         (member.wire as StreamWire).directBytesOut += written;
         if (written < bytes) member.writeOut(rest(head, body, written));
       }
+    }
+  }
+}
+
+/** Copies the frames from the root to `leaf` into `out` at `at` (`leaf.bytes` of them), without listing them. */
+function copyFrames(leaf: BatchNode, out: Buffer, at: number): void {
+  for (let node: BatchNode | null = leaf; node !== null && node.frame !== null; node = node.parent) {
+    const frame = node.frame;
+    const end = at + node.bytes;
+    if (Buffer.isBuffer(frame)) {
+      frame.copy(out, end - frame.length);
+    } else {
+      frame[1].copy(out, end - frame[1].length);
+      frame[0].copy(out, end - frame[1].length - frame[0].length);
     }
   }
 }

@@ -54,6 +54,8 @@ export interface TransportBinding {
   /** Several buffers in as few system calls as the kernel allows; bytes queued afterwards, or -1. */
   writev(handle: number, buffers: readonly Uint8Array[]): number;
   writeBatch(handles: Float64Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
+  /** Connection i gets `bytes[ends[i - 1], ends[i])` (from 0 for the first); results as `writeBatch`'s. */
+  writeEach(handles: Float64Array, ends: Uint32Array, count: number, bytes: Uint8Array, results: Int32Array): void;
   accept(handle: number, headLength: number, response: Uint8Array): boolean;
   reject(handle: number, headLength: number, response: Uint8Array): boolean;
   release(handle: number): number;

@@ -376,15 +376,17 @@ describe('topics', () => {
  * its bytes: `Connection.writeOut` (one wire write, or several under one
  * cork, which libuv sends as one writev) and the batched group writes
  * (`writeNative` for native transport slots, `writeStreams` for Node sockets:
- * one sendmsg per member). Inside a group write, a member's `writeOut` of
+ * one sendmsg per member; `writeAlone` for native slots that each got bytes
+ * of their own: one write per leaf's member). Inside a group write, a member's `writeOut` of
  * what the kernel did not take is part of the same write, not another one.
  */
 function spyWrites(): { count(fd: number): number; reset(): void; restore(): void } {
   const proto = Connection.prototype;
   type Group = (this: Batcher, members: readonly Connection[], ...rest: unknown[]) => void;
-  const batcher = Batcher.prototype as unknown as Record<'writeNative' | 'writeStreams', Group>;
+  type Alone = (this: Batcher, leaves: readonly { members: Connection[] }[]) => void;
+  const batcher = Batcher.prototype as unknown as Record<'writeNative' | 'writeStreams', Group> & Record<'writeAlone', Alone>;
   const { writeOut } = proto;
-  const { writeNative, writeStreams } = batcher;
+  const { writeNative, writeStreams, writeAlone } = batcher;
   const counts = new Map<number, number>();
   let inGroup = false;
   const count = (fd: number): void => {
@@ -402,6 +404,15 @@ function spyWrites(): { count(fd: number): number; reset(): void; restore(): voi
     };
   batcher.writeNative = wrapGroup(writeNative);
   batcher.writeStreams = wrapGroup(writeStreams);
+  batcher.writeAlone = function (this: Batcher, leaves) {
+    for (const leaf of leaves) count(leaf.members[0]!.fd);
+    inGroup = true;
+    try {
+      writeAlone.call(this, leaves);
+    } finally {
+      inGroup = false;
+    }
+  };
   proto.writeOut = function (this: Connection, frames: Parameters<Connection['writeOut']>[0]): void {
     if (!inGroup) count(this.fd);
     writeOut.call(this, frames);
@@ -413,6 +424,7 @@ function spyWrites(): { count(fd: number): number; reset(): void; restore(): voi
       proto.writeOut = writeOut;
       batcher.writeNative = writeNative;
       batcher.writeStreams = writeStreams;
+      batcher.writeAlone = writeAlone;
     },
   };
 }

@@ -99,6 +99,9 @@ describe('native transport soundness', { skip }, () => {
       const results = new Int32Array(1);
       binding.writeBatch(new Float64Array([old.handle]), 1, secret, results, null);
       assert.equal(results[0], -1);
+      results[0] = 0;
+      binding.writeEach(new Float64Array([old.handle]), new Uint32Array([secret.length]), 1, secret, results);
+      assert.equal(results[0], -1);
       binding.end(old.handle);
       binding.destroy(old.handle);
       binding.pause(old.handle);
@@ -182,6 +185,35 @@ describe('native transport soundness', { skip }, () => {
       await client.serverEnded(5000);
       assert.ok(Date.now() - started >= 150, 'not before the cap');
       assert.equal(t.heads.length, 0);
+    } finally {
+      t.transport.close();
+    }
+  });
+
+  test('writeEach gives each connection only its own range, and refuses ranges outside the bytes before sending any', async () => {
+    const t = acceptingTransport();
+    const port = t.transport.listen('127.0.0.1', 0, undefined, false);
+    try {
+      const a = await RawClient.open(port);
+      const b = await RawClient.open(port);
+      await until(() => t.wires.length === 2, 2000, 'both clients are pending');
+      const binding = t.transport.binding;
+      const handles = new Float64Array([t.wires[0].handle, t.wires[1].handle]);
+      const results = new Int32Array(2);
+      const bytes = Buffer.from('for-a|for-b');
+      // Past the end, and going backwards: nothing is written to anyone.
+      assert.throws(() => binding.writeEach(handles, new Uint32Array([6, 12]), 2, bytes, results), RangeError);
+      assert.throws(() => binding.writeEach(handles, new Uint32Array([6, 5]), 2, bytes, results), RangeError);
+      assert.throws(() => binding.writeEach(handles, new Uint32Array([6, 11]), 3, bytes, results), TypeError);
+      binding.writeEach(handles, new Uint32Array([6, 11]), 2, bytes, results);
+      assert.deepEqual([...results], [0, 0]);
+      await a.until(() => a.body.length >= 6);
+      await b.until(() => b.body.length >= 5);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(a.body.toString(), 'for-a|');
+      assert.equal(b.body.toString(), 'for-b');
+      a.destroy();
+      b.destroy();
     } finally {
       t.transport.close();
     }
