@@ -108,6 +108,11 @@ export class Router implements AdapterHost {
     this.instanceId = instanceOf(owner);
   }
 
+  /** A topic got its first local subscriber or lost its last: the adapter may route publishes by topic. */
+  topicChanged(topic: string, subscribed: boolean): void {
+    this.adapter?.topicChanged?.(topic, subscribed);
+  }
+
   async openAdapter(): Promise<void> {
     if (this.adapter === null) return;
     await this.adapter.open(this);
@@ -223,7 +228,10 @@ export class Router implements AdapterHost {
     const flags = packFlags(opcode, true, compress);
     const head = publishHeader(flags, this.owner, except ?? 0, Buffer.from(topic), payload.length);
     for (const peer of this.peers.values()) this.sendPeer(peer, head, payload);
-    if (this.adapter !== null && this.adapterUp) this.adapter.sendAll(joined(head, payload));
+    const adapter = this.adapter;
+    if (adapter === null || !this.adapterUp) return;
+    if (adapter.sendTopic !== undefined) adapter.sendTopic(topic, joined(head, payload));
+    else adapter.sendAll(joined(head, payload));
   }
 
   // --- questions --------------------------------------------------------------------
