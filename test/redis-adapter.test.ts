@@ -4,55 +4,12 @@
  * each; Redis killed and started again in the middle of a test.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import WebSocket from 'ws';
 import { RedisAdapter, type Server } from '../src/index.js';
 import { App, freePort, spread, startRedis } from './cluster-helpers.js';
 import { REDIS_SERVER, skipWithout } from './programs.js';
+import { Listener } from './redis-cluster-helpers.js';
 import { startServer, waitFor } from './helpers.js';
-
-/** A `ws` client that keeps every text message. */
-class Listener {
-  readonly texts: string[] = [];
-  private wake: (() => void) | null = null;
-  private constructor(readonly ws: WebSocket) {
-    ws.on('error', () => {});
-    ws.on('message', (data: Buffer) => {
-      this.texts.push(data.toString());
-      this.wake?.();
-    });
-  }
-
-  static async open(server: Server): Promise<{ client: Listener; fd: number }> {
-    const opened = waitFor<[number]>(server, 'open');
-    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/`);
-    const client = new Listener(ws);
-    await once(ws, 'open');
-    const [fd] = await opened;
-    return { client, fd };
-  }
-
-  /** Waits (bounded) until `text` has arrived. */
-  async until(text: string, ms = 5000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!this.texts.includes(text)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${JSON.stringify(text)}; got ${JSON.stringify(this.texts)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-  }
-
-  close(): void {
-    this.ws.terminate();
-  }
-}
 
 describe('RedisAdapter', { skip: skipWithout(REDIS_SERVER) }, () => {
   let redisPort: number;
