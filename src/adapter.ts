@@ -10,11 +10,14 @@
  * still delivered). Messages from one process arrive in the order it sent them
  * (a sharded adapter keeps that order per channel: per topic, per owner).
  *
- * An optional part serves adapters that route publishes by topic:
- * `topicChanged` learns when this process's first subscriber of a topic
- * arrives and its last one leaves, and `sendTopic` carries a publish to the
- * processes that have subscribers (a sharded Redis publishes each topic on
- * its own channel). Without `sendTopic` a publish goes by `sendAll`.
+ * Two optional parts serve adapters that need them:
+ * - topics: `topicChanged` learns when this process's first subscriber of a
+ *   topic arrives and its last one leaves, and `sendTopic` carries a publish
+ *   to the processes that have subscribers (a sharded Redis publishes each
+ *   topic on its own channel). Without `sendTopic` a publish goes by `sendAll`.
+ * - presence: `members` lists the processes that are alive, so that
+ *   `connectionsAsync` and `statsAsync` can ask every instance and say which
+ *   did not answer.
  */
 
 /** What an adapter gets from the server it serves. */
@@ -52,4 +55,9 @@ export interface Adapter {
    * its last one left (false). Called synchronously, once per change.
    */
   topicChanged?(topic: string, subscribed: boolean): void;
+  /**
+   * Optional: the owner codes of every process (of every instance, this
+   * one's included) that is alive as far as the transport knows.
+   */
+  members?(): Promise<number[]>;
 }

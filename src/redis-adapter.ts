@@ -20,11 +20,15 @@
  * publish order (sharded: per topic, per owner, broadcasts). The adapter
  * reports an outage once (`error` on the server, `down` here), reconnects by
  * itself, subscribes again, and says `up`.
+ *
+ * Presence: each process renews its entry in the sorted set
+ * `<prefix>members` every `heartbeat` ms (see `PRESENCE_SCRIPT`); `members()`
+ * reads the live ones, for `connectionsAsync` and `statsAsync`.
  */
 import { EventEmitter } from 'node:events';
 import type { Adapter, AdapterHost } from './adapter.js';
 import { INSTANCE_RANGE } from './cluster/fd.js';
-import { createLink, type LinkRole, type LinkSettings, type RedisLink } from './redis-clients.js';
+import { createLink, PRESENCE_SCRIPT, type LinkRole, type LinkSettings, type RedisLink } from './redis-clients.js';
 
 /** Settings of a `RedisAdapter`. */
 export interface RedisAdapterOptions {
@@ -45,10 +49,15 @@ export interface RedisAdapterOptions {
    * Default true with `cluster`, false with one Redis.
    */
   sharded?: boolean;
-  /** Prefix of the channels and of the instance counter key. Default `'wavecast:'`. */
+  /** Prefix of the channels and keys. Default `'wavecast:'`. */
   prefix?: string;
   /** Longest wait between reconnection attempts (ms). Default 1000. */
   maxRetryDelay?: number;
+  /**
+   * How often this process renews its presence entry (ms); an entry not
+   * renewed for three times this long counts as gone. Default 2000.
+   */
+  heartbeat?: number;
   /** More `ioredis` options (password, tls, db...), passed as they are (to every node of a cluster). */
   redisOptions?: Record<string, unknown>;
   /** More ioredis `Cluster` options (natMap, slotsRefreshInterval...), passed as they are. */
@@ -74,12 +83,14 @@ const CLUSTER_REPORT_MS = 5000;
 export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Adapter {
   private readonly prefix: string;
   private readonly settings: LinkSettings;
+  private readonly heartbeat: number;
   private pub: RedisLink | null = null;
   private sub: RedisLink | null = null;
   private host: AdapterHost | null = null;
   private channels: string[] = [];
   /** Topics this process has subscribers of (their channels are subscribed when sharded). */
   private readonly topics = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
   private down = false;
   private closing = false;
   private reportedAt = -Infinity;
@@ -89,6 +100,8 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
   constructor(private readonly options: RedisAdapterOptions = {}) {
     super();
     this.prefix = options.prefix ?? 'wavecast:';
+    this.heartbeat = options.heartbeat ?? 2000;
+    if (!(this.heartbeat > 0)) throw new RangeError('heartbeat must be a positive number of milliseconds');
     if (options.cluster !== undefined && options.cluster.length === 0) throw new TypeError('cluster needs at least one node');
     this.settings = { ...options, sharded: options.sharded ?? options.cluster !== undefined };
   }
@@ -136,6 +149,9 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
       client.on('ready', () => this.regain());
     }
     await this.subscribeAll(sub);
+    await this.renew();
+    this.timer = setInterval(() => void this.renew().catch(() => {}), this.heartbeat);
+    this.timer.unref();
   }
 
   /** Subscribes to this process's channels and, sharded, its topics' (one command each: sharded channels of one command share a slot). */
@@ -178,9 +194,26 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
         if (!this.down || pub.status !== 'ready' || sub.status !== 'ready') return;
         this.down = false;
         this.emit('up');
+        void this.renew().catch(() => {});
       },
       (error: Error) => this.lose(error),
     );
+  }
+
+  /** Renews this process's presence entry. */
+  private async renew(): Promise<void> {
+    const pub = this.pub;
+    const host = this.host;
+    if (pub === null || host === null || pub.status !== 'ready') return;
+    await pub.eval(PRESENCE_SCRIPT, 1, `${this.prefix}members`, String(host.owner), 3 * this.heartbeat);
+  }
+
+  /** The owner codes of every live process of every instance (this one's included). */
+  async members(): Promise<number[]> {
+    const pub = this.pub;
+    if (pub === null || pub.status !== 'ready') throw new Error('redis adapter: not connected');
+    const owners = (await pub.eval(PRESENCE_SCRIPT, 1, `${this.prefix}members`, '', 0)) as string[];
+    return owners.map(Number);
   }
 
   topicChanged(topic: string, subscribed: boolean): void {
@@ -220,6 +253,12 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
 
   async close(): Promise<void> {
     this.closing = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    const pub = this.pub;
+    const host = this.host;
+    // Leaves the presence registry at once rather than when the entry expires.
+    if (pub !== null && host !== null && pub.status === 'ready') await pub.zrem(`${this.prefix}members`, String(host.owner)).catch(() => {});
     const clients = [this.pub, this.sub];
     this.pub = this.sub = null;
     this.host = null;

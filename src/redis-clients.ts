@@ -1,7 +1,8 @@
 /**
  * The Redis connections of a `RedisAdapter`: `ioredis` loaded on first use
  * (an optional peer dependency), one Redis or a Redis Cluster behind one
- * small interface, with the settings that keep delivery at-most-once.
+ * small interface, with the settings that keep delivery at-most-once, and
+ * the presence registry's script.
  */
 import type { EventEmitter } from 'node:events';
 import type { ClusterNode, ClusterOptions, RedisOptions } from 'ioredis';
@@ -18,6 +19,8 @@ export interface RedisLink extends EventEmitter {
   subscribe(...channels: string[]): Promise<unknown>;
   ssubscribe(...channels: string[]): Promise<unknown>;
   sunsubscribe(...channels: string[]): Promise<unknown>;
+  zrem(key: string, member: string): Promise<number>;
+  eval(script: string, keys: number, ...args: (string | number)[]): Promise<unknown>;
 }
 
 /** `pub` sends, `sub` receives, `once` asks one thing before the adapter opens. */
@@ -85,3 +88,22 @@ export async function createLink(role: LinkRole, settings: LinkSettings): Promis
   };
   return settings.url !== undefined ? new Redis(settings.url, options) : new Redis({ host: settings.host ?? '127.0.0.1', port: settings.port ?? 6379, ...options });
 }
+
+/**
+ * The presence registry: one sorted set, owner code -> the Redis time (ms)
+ * until which that process counts as alive. Run with the owner and a time
+ * to live, it renews that entry; with an empty owner it only reads. Either
+ * way it drops expired entries and returns the live owners. Redis's own
+ * clock decides, so the machines' clocks need not agree.
+ */
+export const PRESENCE_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[1] ~= '' then
+  local ttl = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`;

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { RedisAdapter, type Server } from '../src/index.js';
 import { App, freePort, spread, startRedis } from './cluster-helpers.js';
 import { REDIS_SERVER, skipWithout } from './programs.js';
-import { Listener } from './redis-cluster-helpers.js';
+import { Instance, Listener } from './redis-cluster-helpers.js';
 import { startServer, waitFor } from './helpers.js';
 
 describe('RedisAdapter', { skip: skipWithout(REDIS_SERVER) }, () => {
@@ -93,6 +93,47 @@ describe('RedisAdapter', { skip: skipWithout(REDIS_SERVER) }, () => {
     } finally {
       for (const c of clients.flat(2)) c.close();
       await Promise.all(apps.map((app) => app.stop()));
+    }
+  });
+
+  test('connectionsAsync and statsAsync include every instance; one SIGKILLed is named as missing within the timeout', async () => {
+    const { a, b } = await pair();
+    const c = await Instance.start({ port: redisPort });
+    const { client: ca, fd: fa } = await Listener.open(a);
+    const { client: cb, fd: fb } = await Listener.open(b);
+    const { client: cc, fd: fc } = await Listener.connect(c.port);
+    try {
+      const whole = await b.connectionsAsync();
+      assert.deepEqual([...whole].sort(), [fa, fb, fc].sort());
+      assert.equal(whole.partial, false);
+      assert.deepEqual(whole.missing, []);
+      const stats = await a.statsAsync();
+      assert.equal(stats.connections, 3);
+      assert.equal(stats.accepted, 3);
+      assert.equal(stats.partial, false);
+
+      await c.kill();
+      const started = Date.now();
+      const rest = await b.connectionsAsync({ timeout: 800 });
+      const took = Date.now() - started;
+      assert.ok(took >= 700 && took < 2000, `answered in ${took} ms`);
+      assert.deepEqual([...rest].sort(), [fa, fb].sort());
+      assert.equal(rest.partial, true);
+      assert.deepEqual(rest.missing, [Math.floor(fc / 2 ** 45)]);
+      const partialStats = await a.statsAsync({ timeout: 300 });
+      assert.equal(partialStats.connections, 2);
+      assert.deepEqual([partialStats.partial, partialStats.missing], [true, [Math.floor(fc / 2 ** 45)]]);
+
+      // An instance that stops cleanly leaves the registry at once: it is not waited for, nor named.
+      await b.stop();
+      const alone = await a.connectionsAsync({ timeout: 300 });
+      assert.deepEqual([[...alone], alone.missing], [[fa], [Math.floor(fc / 2 ** 45)]]);
+    } finally {
+      ca.close();
+      cb.close();
+      cc.close();
+      await c.kill();
+      await Promise.all([a.stop(), b.stop()]);
     }
   });
 

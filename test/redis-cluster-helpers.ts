@@ -1,15 +1,18 @@
 /**
  * A private Redis Cluster for the sharded adapter's tests: six redis-server
  * processes (3 masters, one replica each) on free loopback ports, in a temp
- * directory, joined with `redis-cli --cluster create`; and a `ws` client
- * that keeps what it receives. Every wait is bounded; `stop()` kills every
- * process and removes the directory.
+ * directory, joined with `redis-cli --cluster create`; and a wavecast
+ * instance in a child process (`fixtures/redis-instance.ts`) that a test can
+ * SIGKILL. Every wait is bounded; `stop()` kills every process and removes
+ * the directory.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import WebSocket from 'ws';
 import type { Server } from '../src/index.js';
@@ -158,6 +161,46 @@ export class RedisCluster {
     for (const node of this.nodes) if (node.child.exitCode === null && node.child.signalCode === null) node.child.kill('SIGKILL');
     await Promise.all(this.nodes.map((n) => n.exited));
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+const INSTANCE = fileURLToPath(new URL('./fixtures/redis-instance.js', import.meta.url));
+
+/** A wavecast server with a `RedisAdapter` in a child process (`fixtures/redis-instance.ts`). */
+export class Instance {
+  port = 0;
+  private readonly exited: Promise<void>;
+  private constructor(readonly child: ChildProcess) {
+    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+  }
+
+  /** `adapter`: the adapter's options as JSON (its `RedisAdapterOptions`). */
+  static async start(adapter: Record<string, unknown>): Promise<Instance> {
+    const child = spawn(process.execPath, [INSTANCE], {
+      env: { ...process.env, REDIS_INSTANCE: '1', ADAPTER: JSON.stringify(adapter) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const instance = new Instance(child);
+    instance.port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the instance did not start within 15 s')), 15_000);
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const ready = (JSON.parse(line) as { ready?: number }).ready;
+        if (ready === undefined) return;
+        clearTimeout(timer);
+        resolve(ready);
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the instance exited with ${code}`));
+      });
+    });
+    return instance;
+  }
+
+  /** SIGKILL: the instance leaves without a word. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
   }
 }
 

@@ -2,14 +2,18 @@
  * RedisAdapter on a real Redis Cluster (3 masters, 3 replicas, started by
  * the test on free loopback ports) with sharded pub/sub: delivery across
  * instances, publishes that travel only to the shard that owns their
- * topic, and a master SIGKILLed in the middle of sequence-numbered publishes.
+ * topic, presence across instances with one of them SIGKILLed, and a
+ * master SIGKILLed in the middle of sequence-numbered publishes.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { RedisAdapter, type Server } from '../src/index.js';
 import { REDIS_CLI, REDIS_SERVER, skipWithout } from './programs.js';
-import { cli, Listener, RedisCluster, until } from './redis-cluster-helpers.js';
+import { cli, Instance, Listener, RedisCluster, until } from './redis-cluster-helpers.js';
 import { startServer } from './helpers.js';
+
+/** The instance id an fd carries (see src/cluster/fd.ts). */
+const instanceOfFd = (fd: number): number => Math.floor(fd / 2 ** 45);
 
 /** How many `SPUBLISH` commands the node on `port` has carried out. */
 async function spublishCalls(port: number): Promise<number> {
@@ -119,6 +123,44 @@ describe('RedisAdapter on a Redis Cluster with sharded pub/sub', { skip: skipWit
         if (port !== owner) assert.equal(await shardSubscribers(port, channel), 0);
       }
     } finally {
+      await cleanUp();
+    }
+  });
+
+  test('connectionsAsync and statsAsync include every instance; one SIGKILLed is named as missing within the timeout', async () => {
+    let c: Instance | null = null;
+    try {
+      const {
+        servers: [a, b],
+      } = await instances(2, 'wc3:');
+      c = await Instance.start({ cluster: seed, prefix: 'wc3:' });
+      const { fd: fa } = await open(a);
+      const { fd: fb } = await open(b);
+      const { client: cc, fd: fc } = await Listener.connect(c.port);
+      listeners.push(cc);
+
+      const whole = await a.connectionsAsync();
+      assert.deepEqual([...whole].sort(), [fa, fb, fc].sort());
+      assert.equal(whole.partial, false);
+      assert.deepEqual(whole.missing, []);
+      const stats = await b.statsAsync();
+      assert.equal(stats.connections, 3);
+      assert.equal(stats.partial, false);
+
+      await c.kill();
+      const started = Date.now();
+      const rest = await a.connectionsAsync({ timeout: 1000 });
+      const took = Date.now() - started;
+      assert.ok(took >= 900 && took < 2500, `answered in ${took} ms`);
+      assert.deepEqual([...rest].sort(), [fa, fb].sort());
+      assert.equal(rest.partial, true);
+      assert.deepEqual(rest.missing, [instanceOfFd(fc)]);
+      const partialStats = await b.statsAsync({ timeout: 500 });
+      assert.equal(partialStats.connections, 2);
+      assert.equal(partialStats.partial, true);
+      assert.deepEqual(partialStats.missing, [instanceOfFd(fc)]);
+    } finally {
+      await c?.kill();
       await cleanUp();
     }
   });
