@@ -247,6 +247,8 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
     }
     (this.sharded ? pub.spublish(channel, message) : pub.publish(channel, message)).catch(() => {
       this.lost++;
+      // In a cluster the slot may have moved (a failover, a resharding): nothing is retried, so look again.
+      pub.refreshSlotsCache?.();
     });
     return true;
   }

@@ -21,6 +21,8 @@ export interface RedisLink extends EventEmitter {
   sunsubscribe(...channels: string[]): Promise<unknown>;
   zrem(key: string, member: string): Promise<number>;
   eval(script: string, keys: number, ...args: (string | number)[]): Promise<unknown>;
+  /** A cluster's: reads which node serves which slots again. */
+  refreshSlotsCache?(): void;
 }
 
 /** `pub` sends, `sub` receives, `once` asks one thing before the adapter opens. */
@@ -74,8 +76,10 @@ export async function createLink(role: LinkRole, settings: LinkSettings): Promis
       enableOfflineQueue: true,
       shardedSubscribers: role === 'sub' && settings.sharded,
       clusterRetryStrategy: retry,
-      // A publish whose node went away is lost, not retried on the new master (it may have gone out).
+      // A publish whose node went away is lost, not retried on the new master (it may have gone out). Nor is
+      // one answered MOVED, CLUSTERDOWN or TRYAGAIN sent again: a retry, late, would overtake later publishes.
       retryDelayOnFailover: 0,
+      maxRedirections: role === 'pub' ? 0 : 16,
     });
   }
   const options: RedisOptions = {
