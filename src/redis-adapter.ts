@@ -94,7 +94,7 @@ export class RedisAdapter extends EventEmitter<RedisAdapterEvents> implements Ad
   private down = false;
   private closing = false;
   private reportedAt = -Infinity;
-  /** Messages not sent to Redis because it was unreachable. */
+  /** Messages that did not reach Redis (unreachable, or in a cluster a node failing or a slot moving): lost for the other instances. */
   lost = 0;
 
   constructor(private readonly options: RedisAdapterOptions = {}) {
