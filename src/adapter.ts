@@ -7,7 +7,17 @@
  *
  * Delivery through an adapter is at-most-once: a message sent while the
  * transport is down is lost (the local part of a broadcast or publish is
- * still delivered). Messages from one process arrive in the order it sent them.
+ * still delivered). Messages from one process arrive in the order it sent them
+ * (a sharded adapter keeps that order per channel: per topic, per owner).
+ *
+ * Two optional parts serve adapters that need them:
+ * - topics: `topicChanged` learns when this process's first subscriber of a
+ *   topic arrives and its last one leaves, and `sendTopic` carries a publish
+ *   to the processes that have subscribers (a sharded Redis publishes each
+ *   topic on its own channel). Without `sendTopic` a publish goes by `sendAll`.
+ * - presence: `members` lists the processes that are alive, so that
+ *   `connectionsAsync` and `statsAsync` can ask every instance and say which
+ *   did not answer.
  */
 
 /** What an adapter gets from the server it serves. */
@@ -34,4 +44,20 @@ export interface Adapter {
   sendTo(owner: number, message: Buffer): boolean;
   /** Disconnects. */
   close(): Promise<void>;
+  /**
+   * Optional: sends a publish of `topic` to every other process that has
+   * subscribers of it (that called `topicChanged(topic, true)` last); false
+   * when the transport is down. Without it a publish goes by `sendAll`.
+   */
+  sendTopic?(topic: string, message: Buffer): boolean;
+  /**
+   * Optional: this process's first subscriber of `topic` arrived (true) or
+   * its last one left (false). Called synchronously, once per change.
+   */
+  topicChanged?(topic: string, subscribed: boolean): void;
+  /**
+   * Optional: the owner codes of every process (of every instance, this
+   * one's included) that is alive as far as the transport knows.
+   */
+  members?(): Promise<number[]>;
 }

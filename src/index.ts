@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 export { Server } from './server.js';
-export type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats, StopOptions } from './server-types.js';
+export type { BroadcastOptions, ClientInfo, Presence, PresenceOptions, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats, StopOptions } from './server-types.js';
 export type { Adapter, AdapterHost } from './adapter.js';
 export { RedisAdapter } from './redis-adapter.js';
 export type { RedisAdapterEvents, RedisAdapterOptions } from './redis-adapter.js';

@@ -11,12 +11,20 @@ export interface Subscriber {
 export class Topics<C extends Subscriber> {
   private readonly byTopic = new Map<string, Set<C>>();
 
+  /**
+   * `changed` hears when a topic gets its first subscriber (true) and loses
+   * its last (false): an adapter that routes publishes by topic subscribes
+   * to the topic's channel only while this process has subscribers.
+   */
+  constructor(private readonly changed: ((topic: string, subscribed: boolean) => void) | null = null) {}
+
   /** Subscribes; false if it already was. */
   subscribe(subscriber: C, topic: string): boolean {
     let set = this.byTopic.get(topic);
     if (set === undefined) {
       set = new Set();
       this.byTopic.set(topic, set);
+      this.changed?.(topic, true);
     } else if (set.has(subscriber)) {
       return false;
     }
@@ -29,7 +37,7 @@ export class Topics<C extends Subscriber> {
   unsubscribe(subscriber: C, topic: string): boolean {
     const set = this.byTopic.get(topic);
     if (set === undefined || !set.delete(subscriber)) return false;
-    if (set.size === 0) this.byTopic.delete(topic);
+    if (set.size === 0) this.gone(topic);
     subscriber.topics!.delete(topic);
     return true;
   }
@@ -41,9 +49,14 @@ export class Topics<C extends Subscriber> {
     for (const topic of topics) {
       const set = this.byTopic.get(topic)!;
       set.delete(subscriber);
-      if (set.size === 0) this.byTopic.delete(topic);
+      if (set.size === 0) this.gone(topic);
     }
     subscriber.topics = null;
+  }
+
+  private gone(topic: string): void {
+    this.byTopic.delete(topic);
+    this.changed?.(topic, false);
   }
 
   /** The subscribers of `topic`, or undefined when it has none. */

@@ -46,7 +46,7 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
   readonly maxBackpressure: number;
   readonly backpressure: 'drop' | 'close';
   readonly batcher = new Batcher();
-  readonly topicIndex = new Topics<Connection<Data>>();
+  readonly topicIndex = new Topics<Connection<Data>>((topic, subscribed) => this.router?.topicChanged(topic, subscribed));
   /** permessage-deflate's server-wide part (settings, zlib queue, pools); null when off. */
   readonly deflateShared: DeflateShared | null;
   readonly registry = new Registry<Connection<Data>>();

@@ -224,3 +224,20 @@ export interface ServerEvents<Data> {
 
 /** Data types `push` accepts. */
 export type PushData = string | Buffer | ArrayBuffer | ArrayBufferView | Frame;
+
+/** Options of `connectionsAsync` and `statsAsync`. */
+export interface PresenceOptions {
+  /** How long to wait for the other instances' answers (ms). Default 2000. */
+  timeout?: number;
+}
+
+/**
+ * How complete an answer gathered from every instance is: the result of
+ * `connectionsAsync` (an array) and `statsAsync` (an object) carries it.
+ */
+export interface Presence {
+  /** True when some instance did not answer in time (or the list of instances could not be read). */
+  partial: boolean;
+  /** Ids of the instances, alive as far as the adapter knows, that did not answer in time. */
+  missing: number[];
+}

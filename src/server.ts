@@ -22,9 +22,17 @@ import { checkTime, resolveOptions } from './options.js';
 import { OPCODE } from './protocol/opcode.js';
 import { broadcast, checkCompress, checkTopic, publish, push, resolveOpcode, validate } from './send.js';
 import { ServerCore } from './server-core.js';
-import type { BroadcastOptions, ClientInfo, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats, StopOptions } from './server-types.js';
+import type { BroadcastOptions, ClientInfo, Presence, PresenceOptions, PublishOptions, PushData, ServerEvents, ServerOptions, ServerStats, StopOptions } from './server-types.js';
 
 const EMPTY = Buffer.alloc(0);
+/** How long `connectionsAsync` and `statsAsync` wait for other instances by default (ms). */
+const PRESENCE_TIMEOUT = 2000;
+
+function presenceTimeout(options: PresenceOptions): number {
+  const timeout = options.timeout ?? PRESENCE_TIMEOUT;
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new RangeError('timeout must be a positive number of milliseconds');
+  return timeout;
+}
 
 /** Codes an application may send in a close frame (RFC 6455 7.4.1-7.4.2). */
 function isSendableCloseCode(code: number): boolean {
@@ -401,21 +409,28 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
     return core.router.ask(fd, ASK.INFO) as Promise<ClientInfo | undefined>;
   }
 
-  /** The fds of every worker on this machine (`connections` is this process's only). */
-  async connectionsAsync(): Promise<number[]> {
+  /**
+   * The fds of every worker of every instance (`connections` is this
+   * process's only). Other instances joined by an adapter with `members`
+   * (`RedisAdapter`) are asked too, and waited for up to `timeout` ms; the
+   * array says `partial: true` and names in `missing` the instances that did
+   * not answer by then.
+   */
+  async connectionsAsync(options: PresenceOptions = {}): Promise<number[] & Presence> {
     const core = this.#core;
     const local = [...core.registry.fds()];
-    if (core.router === null) return local;
-    const others = (await core.router.askWorkers(ASK.CONNECTIONS)) as number[][];
-    return local.concat(...others);
+    if (core.router === null) return Object.assign(local, { partial: false, missing: [] });
+    const { answers, partial, missing } = await core.router.askEveryone(ASK.CONNECTIONS, presenceTimeout(options));
+    return Object.assign(local.concat(...(answers as number[][])), { partial, missing });
   }
 
-  /** `stats()` summed over every worker on this machine. */
-  async statsAsync(): Promise<ServerStats> {
+  /** `stats()` summed over every worker of every instance, with `partial` and `missing` as in `connectionsAsync`. */
+  async statsAsync(options: PresenceOptions = {}): Promise<ServerStats & Presence> {
     const total = this.stats();
     const router = this.#core.router;
-    if (router === null) return total;
-    for (const other of (await router.askWorkers(ASK.STATS)) as (ServerStats | undefined)[]) {
+    if (router === null) return Object.assign(total, { partial: false, missing: [] });
+    const { answers, partial, missing } = await router.askEveryone(ASK.STATS, presenceTimeout(options));
+    for (const other of answers as (ServerStats | undefined)[]) {
       if (other === undefined) continue;
       for (const key of ['connections', 'accepted', 'closed', 'rejected', 'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'dropped'] as const) {
         total[key] += other[key];
@@ -424,7 +439,7 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
         total.errors[Number(code)] = (total.errors[Number(code)] ?? 0) + count;
       }
     }
-    return total;
+    return Object.assign(total, { partial, missing });
   }
 
   /**

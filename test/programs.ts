@@ -1,6 +1,6 @@
 /**
  * Programs some tests need that `npm install` cannot bring: Debian's
- * Chromium (browser tests), redis-server (the Redis adapter) and openssl
+ * Chromium (browser tests), redis-server and redis-cli (the Redis adapter) and openssl
  * (the wss tests' certificate). On a machine with only Node and npm, a test
  * whose program is missing is skipped, and node:test prints the reason with
  * the command that installs it. With `CI` or `WAVECAST_TEST_ALL=1` set a
@@ -22,6 +22,8 @@ export interface Program {
 export const CHROMIUM: Program = { command: 'chromium', apt: 'chromium' };
 /** A private Redis on a free loopback port (redis-adapter.test.ts). */
 export const REDIS_SERVER: Program = { command: 'redis-server', apt: 'redis-server' };
+/** Creates and inspects the Redis Cluster of redis-cluster.test.ts (Debian ships it apart from the server). */
+export const REDIS_CLI: Program = { command: 'redis-cli', apt: 'redis-tools' };
 /** Makes the self-signed certificate of the wss tests. */
 export const OPENSSL: Program = { command: 'openssl', apt: 'openssl' };
 

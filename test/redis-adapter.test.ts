@@ -4,55 +4,12 @@
  * each; Redis killed and started again in the middle of a test.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import WebSocket from 'ws';
 import { RedisAdapter, type Server } from '../src/index.js';
 import { App, freePort, spread, startRedis } from './cluster-helpers.js';
 import { REDIS_SERVER, skipWithout } from './programs.js';
+import { Instance, Listener } from './redis-cluster-helpers.js';
 import { startServer, waitFor } from './helpers.js';
-
-/** A `ws` client that keeps every text message. */
-class Listener {
-  readonly texts: string[] = [];
-  private wake: (() => void) | null = null;
-  private constructor(readonly ws: WebSocket) {
-    ws.on('error', () => {});
-    ws.on('message', (data: Buffer) => {
-      this.texts.push(data.toString());
-      this.wake?.();
-    });
-  }
-
-  static async open(server: Server): Promise<{ client: Listener; fd: number }> {
-    const opened = waitFor<[number]>(server, 'open');
-    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/`);
-    const client = new Listener(ws);
-    await once(ws, 'open');
-    const [fd] = await opened;
-    return { client, fd };
-  }
-
-  /** Waits (bounded) until `text` has arrived. */
-  async until(text: string, ms = 5000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!this.texts.includes(text)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${JSON.stringify(text)}; got ${JSON.stringify(this.texts)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-  }
-
-  close(): void {
-    this.ws.terminate();
-  }
-}
 
 describe('RedisAdapter', { skip: skipWithout(REDIS_SERVER) }, () => {
   let redisPort: number;
@@ -136,6 +93,47 @@ describe('RedisAdapter', { skip: skipWithout(REDIS_SERVER) }, () => {
     } finally {
       for (const c of clients.flat(2)) c.close();
       await Promise.all(apps.map((app) => app.stop()));
+    }
+  });
+
+  test('connectionsAsync and statsAsync include every instance; one SIGKILLed is named as missing within the timeout', async () => {
+    const { a, b } = await pair();
+    const c = await Instance.start({ port: redisPort });
+    const { client: ca, fd: fa } = await Listener.open(a);
+    const { client: cb, fd: fb } = await Listener.open(b);
+    const { client: cc, fd: fc } = await Listener.connect(c.port);
+    try {
+      const whole = await b.connectionsAsync();
+      assert.deepEqual([...whole].sort(), [fa, fb, fc].sort());
+      assert.equal(whole.partial, false);
+      assert.deepEqual(whole.missing, []);
+      const stats = await a.statsAsync();
+      assert.equal(stats.connections, 3);
+      assert.equal(stats.accepted, 3);
+      assert.equal(stats.partial, false);
+
+      await c.kill();
+      const started = Date.now();
+      const rest = await b.connectionsAsync({ timeout: 800 });
+      const took = Date.now() - started;
+      assert.ok(took >= 700 && took < 2000, `answered in ${took} ms`);
+      assert.deepEqual([...rest].sort(), [fa, fb].sort());
+      assert.equal(rest.partial, true);
+      assert.deepEqual(rest.missing, [Math.floor(fc / 2 ** 45)]);
+      const partialStats = await a.statsAsync({ timeout: 300 });
+      assert.equal(partialStats.connections, 2);
+      assert.deepEqual([partialStats.partial, partialStats.missing], [true, [Math.floor(fc / 2 ** 45)]]);
+
+      // An instance that stops cleanly leaves the registry at once: it is not waited for, nor named.
+      await b.stop();
+      const alone = await a.connectionsAsync({ timeout: 300 });
+      assert.deepEqual([[...alone], alone.missing], [[fa], [Math.floor(fc / 2 ** 45)]]);
+    } finally {
+      ca.close();
+      cb.close();
+      cc.close();
+      await c.kill();
+      await Promise.all([a.stop(), b.stop()]);
     }
   });
 

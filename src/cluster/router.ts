@@ -86,6 +86,15 @@ function goneAnswer(kind: number): unknown {
   return false;
 }
 
+/** `promise`, or a rejection after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer for ${what} within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 function toPayload(data: Buffer | string): Buffer {
   return typeof data === 'string' ? Buffer.from(data) : data;
 }
@@ -106,6 +115,11 @@ export class Router implements AdapterHost {
     private readonly report: (error: Error) => void,
   ) {
     this.instanceId = instanceOf(owner);
+  }
+
+  /** A topic got its first local subscriber or lost its last: the adapter may route publishes by topic. */
+  topicChanged(topic: string, subscribed: boolean): void {
+    this.adapter?.topicChanged?.(topic, subscribed);
   }
 
   async openAdapter(): Promise<void> {
@@ -223,7 +237,10 @@ export class Router implements AdapterHost {
     const flags = packFlags(opcode, true, compress);
     const head = publishHeader(flags, this.owner, except ?? 0, Buffer.from(topic), payload.length);
     for (const peer of this.peers.values()) this.sendPeer(peer, head, payload);
-    if (this.adapter !== null && this.adapterUp) this.adapter.sendAll(joined(head, payload));
+    const adapter = this.adapter;
+    if (adapter === null || !this.adapterUp) return;
+    if (adapter.sendTopic !== undefined) adapter.sendTopic(topic, joined(head, payload));
+    else adapter.sendAll(joined(head, payload));
   }
 
   // --- questions --------------------------------------------------------------------
@@ -231,10 +248,15 @@ export class Router implements AdapterHost {
   /**
    * Asks the owner of `fd` (`ASK.*`); resolves with its answer. A gone or
    * unknown worker answers "no such fd"; a question to another instance
-   * rejects while the adapter is down, or after 5 s without an answer (the
-   * adapter may have lost it).
+   * rejects while the adapter is down, or after `timeout` ms (5 s) without an
+   * answer (the adapter may have lost it).
    */
-  ask(fd: number, kind: number, push?: { opcode: number; payload: Buffer | string; fin: boolean; compress: boolean | undefined }): Promise<unknown> {
+  ask(
+    fd: number,
+    kind: number,
+    push?: { opcode: number; payload: Buffer | string; fin: boolean; compress: boolean | undefined },
+    timeout = ADAPTER_ANSWER_MS,
+  ): Promise<unknown> {
     const owner = ownerOf(fd);
     const payload = push === undefined ? null : toPayload(push.payload);
     const extra = payload === null ? 0 : 1 + payload.length;
@@ -252,8 +274,8 @@ export class Router implements AdapterHost {
       if (!sameInstance) {
         pending.timer = setTimeout(() => {
           this.pending.delete(id);
-          reject(new Error(`no answer from the owner of fd ${fd} within ${ADAPTER_ANSWER_MS} ms`));
-        }, ADAPTER_ANSWER_MS);
+          reject(new Error(`no answer from the owner of fd ${fd} within ${timeout} ms`));
+        }, timeout);
       }
       this.pending.set(id, pending);
     });
@@ -263,6 +285,44 @@ export class Router implements AdapterHost {
   askWorkers(kind: number): Promise<unknown[]> {
     // Addressed by a stand-in fd of each worker (its first): the question is about the worker itself.
     return Promise.all([...this.peers.values()].map((peer) => this.ask(ownerCode(this.instanceId, peer.slot) * SEQ_RANGE + 1, kind)));
+  }
+
+  /**
+   * Asks every process of every instance joined by the adapter: this
+   * instance's workers over their links and, at the same time, the other
+   * instances' processes that the adapter's `members` lists. An instance
+   * that does not answer within `timeout` ms is named in `missing`;
+   * `partial` is also set when the list of members could not be read.
+   */
+  async askEveryone(kind: number, timeout: number): Promise<{ answers: unknown[]; partial: boolean; missing: number[] }> {
+    const [local, remote] = await Promise.all([this.askWorkers(kind), this.askInstances(kind, timeout)]);
+    return { ...remote, answers: local.concat(remote.answers) };
+  }
+
+  private async askInstances(kind: number, timeout: number): Promise<{ answers: unknown[]; partial: boolean; missing: number[] }> {
+    const adapter = this.adapter;
+    if (adapter === null || adapter.members === undefined) return { answers: [], partial: false, missing: [] };
+    const deadline = Date.now() + timeout;
+    let members: number[];
+    try {
+      members = await withTimeout(adapter.members(), timeout, 'the list of instances');
+    } catch {
+      return { answers: [], partial: true, missing: [] };
+    }
+    const answers: unknown[] = [];
+    const missing = new Set<number>();
+    const left = Math.max(1, deadline - Date.now());
+    const others = members.filter((owner) => instanceOf(owner) !== this.instanceId);
+    await Promise.all(
+      others.map((owner) =>
+        // Addressed by a stand-in fd of that process, as in `askWorkers`.
+        this.ask(owner * SEQ_RANGE + 1, kind, undefined, left).then(
+          (answer) => void answers.push(answer),
+          () => void missing.add(instanceOf(owner)),
+        ),
+      ),
+    );
+    return { answers, partial: missing.size > 0, missing: [...missing].sort((x, y) => x - y) };
   }
 
   // --- receiving --------------------------------------------------------------------
