@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { Server } from '../src/index.js';
 import { nativeTransportAvailable } from '../src/transport.js';
 import { App, Client, openOn, spread } from './cluster-helpers.js';
 import { RawClient } from './helpers.js';
@@ -259,5 +260,27 @@ test("with nativeTransport: false the workers serve on Node's sockets", async ()
   } finally {
     for (const c of clients.flat()) c.close();
     await app.stop();
+  }
+});
+
+test("the primary's listen errors are net.Server's (EADDRINUSE with address and port), before any worker is forked", { skip }, async () => {
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  const port = (taken.address() as net.AddressInfo).port;
+  try {
+    const server = new Server({ host: '127.0.0.1', port, workerNum: 2 });
+    server.on('message', () => {});
+    server.on('workerStart', () => assert.fail('no worker may start'));
+    const error = (await server.start().then(
+      () => assert.fail('start() should have failed'),
+      (e: unknown) => e,
+    )) as NodeJS.ErrnoException & { address: string; port: number };
+    assert.equal(error.message, `listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
+    assert.deepEqual(
+      { code: error.code, syscall: error.syscall, address: error.address, port: error.port },
+      { code: 'EADDRINUSE', syscall: 'listen', address: '127.0.0.1', port },
+    );
+  } finally {
+    await new Promise<void>((resolve) => taken.close(() => resolve()));
   }
 });
