@@ -97,9 +97,11 @@ class Loop {
   // listen: 0 or an errno; `port` gets the port bound.
   int Listen(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* port);
   // Listens on a socket this process inherited, listening already and
-  // shared with other processes: registered with EPOLLEXCLUSIVE, accepting
-  // kSharedAcceptBatch per readiness; closing it closes only this copy.
-  // 0 or an errno; `port` gets the port bound.
+  // shared with other processes: registered with EPOLLEXCLUSIVE (which
+  // spares a wake-up only where a task waits on this set directly; libuv
+  // polls the set, so several workers may still wake and find nothing),
+  // accepting kSharedAcceptBatch per readiness; closing it closes only this
+  // copy. 0 or an errno; `port` gets the port bound.
   int ListenFd(int fd, int* port);
   void CloseListener();
   // Bytes queued afterwards, or -1 when the handle is not open for writing.
