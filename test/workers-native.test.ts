@@ -5,11 +5,12 @@
  * sockets on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Server } from '../src/index.js';
+import { createTransport, listenSocket } from '../src/native.js';
 import { nativeTransportAvailable } from '../src/transport.js';
 import { App, Client, openOn, spread } from './cluster-helpers.js';
 import { RawClient } from './helpers.js';
@@ -283,5 +284,28 @@ test("the primary's listen errors are net.Server's (EADDRINUSE with address and 
     );
   } finally {
     await new Promise<void>((resolve) => taken.close(() => resolve()));
+  }
+});
+
+test('listenSocket and listenFd refuse bad arguments with TypeError, a descriptor that is not a socket with its errno, and a second listen', { skip }, () => {
+  assert.throws(() => listenSocket!('localhost', 0, 511, false), TypeError);
+  assert.throws(() => listenSocket!('127.0.0.1', 70000, 511, false), TypeError);
+  const binding = createTransport!(() => {});
+  const file = openSync('/dev/null', 'r');
+  try {
+    assert.throws(() => binding.listenFd(-1), TypeError);
+    assert.throws(() => binding.listenFd('3' as unknown as number), TypeError);
+    assert.throws(() => binding.listenFd(file), { syscall: 'listen' });
+    // A listening socket is taken once; the transport then refuses another.
+    const [fd] = listenSocket!('127.0.0.1', 0, 511, false);
+    try {
+      const port = binding.listenFd(fd);
+      assert.ok(port > 0);
+      assert.throws(() => binding.listenFd(fd), /already listening/);
+    } finally {
+      binding.close();
+    }
+  } finally {
+    closeSync(file);
   }
 });

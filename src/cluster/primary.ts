@@ -80,9 +80,9 @@ export class Primary {
 
   /** Forks every worker; resolves once all of them listen, rejects if one dies first. */
   async start(): Promise<void> {
-    this.dir = await mkdtemp(join(tmpdir(), 'wavecast-'));
     this.stopping = false;
     try {
+      this.dir = await mkdtemp(join(tmpdir(), 'wavecast-'));
       await Promise.all(Array.from({ length: this.workerNum }, (_, id) => this.fork(id).ready));
     } catch (error) {
       await this.stop();
