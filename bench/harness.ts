@@ -347,6 +347,38 @@ export function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
+/** A process and its descendants (a primary and its workers), from /proc (Linux; Node forks on its main thread). */
+export function processTree(pid: number): number[] {
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) {
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${tree[i]}/task/${tree[i]}/children`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    for (const child of children.trim().split(/\s+/)) if (child !== '') tree.push(Number(child));
+  }
+  return tree;
+}
+
+/**
+ * Resident set size of a process and its descendants, summed, in KiB. Pages
+ * the processes share (Node's code) count once per process: compare two
+ * readings of the same tree, not trees of different sizes.
+ */
+export function treeRssKiB(pid: number): number {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    try {
+      total += rssKiB(p);
+    } catch {
+      // exited between the listing and the read
+    }
+  }
+  return total;
+}
+
 /** A process's resident set now and at its peak (VmHWM), in KiB, from /proc (Linux). */
 export function memoryKiB(pid: number): { rss_kib: number; hwm_kib: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -356,7 +388,7 @@ export function memoryKiB(pid: number): { rss_kib: number; hwm_kib: number } {
   return { rss_kib: Number(rss[1]), hwm_kib: Number(hwm[1]) };
 }
 
-/** Result of a connect run: handshake rate and the server's RSS growth. */
+/** Result of a connect run: handshake rate and the server's RSS growth (its whole process tree's). */
 export interface ConnectResult extends LoadResult {
   rss_before_kib: number;
   rss_after_kib: number;
@@ -371,11 +403,17 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * small warm-up batch has opened and closed, so one-time costs (code paths
  * compiled, pools created on first use) are not charged to each connection.
  */
-export async function runConnect(o: LoadOptions, server: RunningPeer, cpu: number | null): Promise<ConnectResult> {
+export async function runConnect(
+  o: LoadOptions,
+  server: RunningPeer,
+  cpu: number | null,
+  /** Called with every connection open and idle, after the RSS reading. */
+  whileHeld?: () => void,
+): Promise<ConnectResult> {
   o = { ...o, serverPid: server.pid };
   await runLoad({ ...o, conns: Math.min(200, o.conns), hold: 0, timeout: 30 }, cpu);
   await sleep(500);
-  const before = rssKiB(server.pid);
+  const before = treeRssKiB(server.pid);
   const hold = 120;
   const timeout = hardCap({ ...o, hold });
   const [cmd, ...args] = wrapped([LOADGEN_BIN, ...loadArgs({ ...o, hold, timeout })], cpu);
@@ -407,7 +445,8 @@ export async function runConnect(o: LoadOptions, server: RunningPeer, cpu: numbe
   });
   // Let the server finish whatever the last handshakes started.
   await sleep(1000);
-  const after = rssKiB(server.pid);
+  const after = treeRssKiB(server.pid);
+  whileHeld?.();
   child.stdin!.end();
   await new Promise<void>((resolve) => {
     if (child.exitCode !== null) resolve();

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cerrno>
@@ -193,6 +194,47 @@ bool GetBytes(napi_env env, napi_value value, struct iovec* out) {
 
 // --- methods ---------------------------------------------------------------------
 
+// Where to listen: listen()'s and listenSocket()'s arguments (host, port,
+// backlog, ipv6Only); false after throwing.
+struct ListenArgs {
+  sockaddr_storage addr = {};
+  unsigned addr_len = 0;
+  int backlog = 511;
+  bool v6only = false;
+};
+
+bool GetListenArgs(napi_env env, napi_value* argv, ListenArgs* out) {
+  char host[64];
+  size_t host_len = 0;
+  if (argv[0] == nullptr || napi_get_value_string_utf8(env, argv[0], host, sizeof host, &host_len) != napi_ok) {
+    Throw(env, "host must be a numeric IPv4 or IPv6 address");
+    return false;
+  }
+  const int64_t port = Int(env, argv[1]);
+  const int64_t backlog = Int(env, argv[2]);
+  if (argv[3] != nullptr) napi_get_value_bool(env, argv[3], &out->v6only);
+  if (port < 0 || port > 65535) {
+    Throw(env, "port must be an integer from 0 to 65535");
+    return false;
+  }
+  sockaddr_in* in4 = reinterpret_cast<sockaddr_in*>(&out->addr);
+  sockaddr_in6* in6 = reinterpret_cast<sockaddr_in6*>(&out->addr);
+  if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons(static_cast<uint16_t>(port));
+    out->addr_len = sizeof *in4;
+  } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(port));
+    out->addr_len = sizeof *in6;
+  } else {
+    Throw(env, "host must be a numeric IPv4 or IPv6 address");
+    return false;
+  }
+  out->backlog = backlog > 0 && backlog < INT_MAX ? static_cast<int>(backlog) : 511;
+  return true;
+}
+
 // listen(host, port, backlog, ipv6Only): the port bound.
 napi_value Listen(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -200,36 +242,48 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   JsTransport* t = This(env, info, &argc, argv);
   if (t == nullptr) return Throw(env, "the transport is closed");
   if (t->listening()) return Throw(env, "the transport is already listening");
-  char host[64];
-  size_t host_len = 0;
-  if (argv[0] == nullptr || napi_get_value_string_utf8(env, argv[0], host, sizeof host, &host_len) != napi_ok) {
-    return Throw(env, "host must be a numeric IPv4 or IPv6 address");
-  }
-  const int64_t port = Int(env, argv[1]);
-  const int64_t backlog = Int(env, argv[2]);
-  bool v6only = false;
-  if (argv[3] != nullptr) napi_get_value_bool(env, argv[3], &v6only);
-  if (port < 0 || port > 65535) return Throw(env, "port must be an integer from 0 to 65535");
-  sockaddr_storage addr = {};
-  unsigned addr_len;
-  sockaddr_in* in4 = reinterpret_cast<sockaddr_in*>(&addr);
-  sockaddr_in6* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-  if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-    in4->sin_family = AF_INET;
-    in4->sin_port = htons(static_cast<uint16_t>(port));
-    addr_len = sizeof *in4;
-  } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(static_cast<uint16_t>(port));
-    addr_len = sizeof *in6;
-  } else {
-    return Throw(env, "host must be a numeric IPv4 or IPv6 address");
-  }
+  ListenArgs args;
+  if (!GetListenArgs(env, argv, &args)) return nullptr;
   int bound = 0;
-  const int backlog_int = backlog > 0 && backlog < INT_MAX ? static_cast<int>(backlog) : 511;
-  const int error = t->Listen(addr.ss_family, &addr, addr_len, backlog_int, v6only, &bound);
+  const int error = t->Listen(args.addr.ss_family, &args.addr, args.addr_len, args.backlog, args.v6only, &bound);
   if (error != 0) return ThrowErrno(env, error, "listen");
   return Number(env, bound);
+}
+
+// listenFd(fd): listens on an inherited listening socket shared with other
+// processes (a worker's, from its primary); the port it is bound to.
+napi_value ListenFd(napi_env env, napi_callback_info info) {
+  int64_t fd;
+  JsTransport* t = IntArgCall(env, info, &fd);
+  if (t == nullptr) return Throw(env, "the transport is closed");
+  if (t->listening()) return Throw(env, "the transport is already listening");
+  if (fd < 0 || fd > INT_MAX) return Throw(env, "fd must be a descriptor number");
+  int bound = 0;
+  const int error = t->ListenFd(static_cast<int>(fd), &bound);
+  if (error != 0) return ThrowErrno(env, error, "listen");
+  return Number(env, bound);
+}
+
+// listenSocket(host, port, backlog, ipv6Only): [fd, port] of a new listening
+// socket no transport polls, for worker processes to inherit. The caller
+// closes the descriptor.
+napi_value ListenSocket(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4] = {nullptr, nullptr, nullptr, nullptr};
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  ListenArgs args;
+  if (!GetListenArgs(env, argv, &args)) return nullptr;
+  int fd = -1;
+  const int error = transport::OpenListener(args.addr.ss_family, &args.addr, args.addr_len, args.backlog, args.v6only, &fd);
+  if (error != 0) return ThrowErrno(env, error, "listen");
+  napi_value result;
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok ||
+      napi_set_element(env, result, 0, Number(env, fd)) != napi_ok ||
+      napi_set_element(env, result, 1, Number(env, transport::BoundPort(fd))) != napi_ok) {
+    close(fd);
+    return nullptr;
+  }
+  return result;
 }
 
 napi_value CloseListener(napi_env env, napi_callback_info info) {
@@ -462,6 +516,13 @@ napi_value Sweep(napi_env env, napi_callback_info info) {
   return Number(env, t->Sweep(ms(age), ms(cap)));
 }
 
+// handshaking(): connections accepted and not yet upgraded or refused.
+napi_value Handshaking(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  JsTransport* t = This(env, info, &argc, nullptr);
+  return Number(env, t == nullptr ? 0 : t->Handshaking());
+}
+
 // close(): closes the listener and every connection without events; the
 // transport is unusable afterwards.
 napi_value Dispose(napi_env env, napi_callback_info info) {
@@ -525,6 +586,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
   };
   const Method methods[] = {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
+      {"listenFd", ListenFd},     {"handshaking", Handshaking},
       {"writev", Writev},         {"writeBatch", WriteBatch},       {"writeEach", WriteEach},
       {"accept", Accept},
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
@@ -554,8 +616,10 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
 napi_status InitTransport(napi_env env, napi_value exports) {
   napi_value fn;
   napi_status status = napi_create_function(env, "createTransport", NAPI_AUTO_LENGTH, CreateTransport, nullptr, &fn);
+  if (status == napi_ok) status = napi_set_named_property(env, exports, "createTransport", fn);
+  if (status == napi_ok) status = napi_create_function(env, "listenSocket", NAPI_AUTO_LENGTH, ListenSocket, nullptr, &fn);
   if (status != napi_ok) return status;
-  return napi_set_named_property(env, exports, "createTransport", fn);
+  return napi_set_named_property(env, exports, "listenSocket", fn);
 }
 
 }  // namespace wavecast

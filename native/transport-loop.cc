@@ -324,7 +324,8 @@ void Loop::Dispatch(const epoll_event& ev) {
 // --- accepting ------------------------------------------------------------------
 
 void Loop::AcceptAll() {
-  for (int i = 0; i < kAcceptBatch && listen_fd_ >= 0 && !accept_paused_; i++) {
+  const int batch = listen_shared_ ? kSharedAcceptBatch : kAcceptBatch;
+  for (int i = 0; i < batch && listen_fd_ >= 0 && !accept_paused_; i++) {
     // The client's address comes with the accept: no getpeername later.
     sockaddr_storage peer;
     socklen_t peer_len = sizeof peer;
@@ -378,10 +379,7 @@ void Loop::AcceptAll() {
 
 void Loop::PauseAccepting() {
   if (accept_paused_ || listen_fd_ < 0) return;
-  epoll_event ev = {};
-  ev.events = 0;
-  ev.data.u64 = kListenTag;
-  epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+  WatchListener(false);
   accept_paused_ = true;
   // Descriptors may be freed elsewhere in the process: look again now and then.
   uv_timer_start(&accept_retry_, OnAcceptRetry, 100, 100);
@@ -393,11 +391,15 @@ void Loop::ResumeAccepting() {
   if (reserve_fd_ < 0) return;
   accept_paused_ = false;
   uv_timer_stop(&accept_retry_);
-  if (listen_fd_ < 0) return;
+  if (listen_fd_ >= 0) WatchListener(true);
+}
+
+bool Loop::WatchListener(bool on) {
+  if (!on) return epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr) == 0;
   epoll_event ev = {};
-  ev.events = EPOLLIN;
+  ev.events = EPOLLIN | (listen_shared_ ? uint32_t{EPOLLEXCLUSIVE} : 0u);
   ev.data.u64 = kListenTag;
-  epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+  return epoll_ctl(epfd_, EPOLL_CTL_ADD, listen_fd_, &ev) == 0;
 }
 
 void Loop::OnAcceptRetry(uv_timer_t* handle) { static_cast<Loop*>(handle->data)->ResumeAccepting(); }
@@ -441,7 +443,7 @@ void Loop::Read(uint32_t slot, uint32_t ready) {
 
 // --- what JS asks ----------------------------------------------------------------
 
-int Loop::Listen(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* port) {
+int OpenListener(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* out) {
   const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
   const int one = 1;
@@ -456,27 +458,64 @@ int Loop::Listen(int family, const void* addr, unsigned addr_len, int backlog, b
     close(fd);
     return error;
   }
-  epoll_event ev = {};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kListenTag;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    const int error = errno;
-    close(fd);
-    return error;
-  }
-  listen_fd_ = fd;
+  *out = fd;
+  return 0;
+}
+
+int BoundPort(int fd) {
   sockaddr_storage bound = {};
   socklen_t len = sizeof bound;
-  *port = 0;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0) {
-    *port = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
-                                             : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) != 0) return 0;
+  if (bound.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (bound.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  return 0;
+}
+
+int Loop::Listen(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* port) {
+  int fd = -1;
+  const int error = OpenListener(family, addr, addr_len, backlog, v6only, &fd);
+  if (error != 0) return error;
+  listen_fd_ = fd;
+  listen_shared_ = false;
+  if (!WatchListener(true)) {
+    const int watch_error = errno;
+    close(fd);
+    listen_fd_ = -1;
+    return watch_error;
   }
+  *port = BoundPort(fd);
+  return 0;
+}
+
+int Loop::ListenFd(int fd, int* port) {
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0) return errno;
+  if (!accepting) return EINVAL;
+  // Our copy only: a process this worker spawns must not hold the port open.
+  // O_NONBLOCK is the shared file's, set by the primary; set again in case.
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) return errno;
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return errno;
+  // Set by the primary as by Listen; again in case, since accepted sockets inherit it.
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  listen_fd_ = fd;
+  listen_shared_ = true;
+  if (!WatchListener(true)) {
+    const int error = errno;
+    listen_fd_ = -1;
+    return error;
+  }
+  *port = BoundPort(fd);
   return 0;
 }
 
 void Loop::CloseListener() {
   if (listen_fd_ < 0) return;
+  // An epoll set drops a descriptor only once every copy of its file is
+  // closed; other processes keep a shared listener's open, so take it out.
+  if (!accept_paused_) WatchListener(false);
   close(listen_fd_);
   listen_fd_ = -1;
   accept_paused_ = false;
@@ -544,6 +583,12 @@ int Loop::Sweep(uint32_t age, uint32_t head_cap) {
     }
   }
   return closed;
+}
+
+int Loop::Handshaking() const {
+  int count = 0;
+  for (const Conn& c : conns_) count += c.state == State::kPeeking || c.state == State::kPending;
+  return count;
 }
 
 // --- the end ------------------------------------------------------------------------

@@ -66,6 +66,17 @@ constexpr size_t kHeadsCapacity = 256 * 1024;
 constexpr int kEpollBatch = 256;
 constexpr int kAcceptBatch = 256;
 constexpr uint64_t kListenTag = ~uint64_t{0};
+// Accepts per readiness of a listener other processes share (workerNum): a
+// worker takes a few and goes back to epoll, so a burst spreads over the
+// workers instead of going to whichever woke first.
+constexpr int kSharedAcceptBatch = 16;
+
+// A bound, listening, non-blocking, close-on-exec TCP socket with the
+// transport's own options (SO_REUSEADDR, IPV6_V6ONLY as asked): 0 and *fd,
+// or an errno. The primary of workerNum workers makes one for all of them.
+int OpenListener(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* fd);
+// The port a listening socket is bound to (0 if it cannot be read).
+int BoundPort(int fd);
 
 // Blocks of kDataCapacity bytes, reused: a large batch is handed to JS in
 // its block, which comes back when V8 frees the Buffer (see the binding).
@@ -85,6 +96,13 @@ class Loop {
   // --- what JS asks (each refuses a stale handle) --------------------------
   // listen: 0 or an errno; `port` gets the port bound.
   int Listen(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* port);
+  // Listens on a socket this process inherited, listening already and
+  // shared with other processes: registered with EPOLLEXCLUSIVE (which
+  // spares a wake-up only where a task waits on this set directly; libuv
+  // polls the set, so several workers may still wake and find nothing),
+  // accepting kSharedAcceptBatch per readiness; closing it closes only this
+  // copy. 0 or an errno; `port` gets the port bound.
+  int ListenFd(int fd, int* port);
   void CloseListener();
   // Bytes queued afterwards, or -1 when the handle is not open for writing.
   double Write(int64_t handle, const struct iovec* iov, int iovcnt);
@@ -99,6 +117,9 @@ class Loop {
   // The peer's address, for a pending or upgraded slot.
   bool Peer(int64_t handle, struct sockaddr_storage* addr) const;
   int Sweep(uint32_t age, uint32_t head_cap);
+  // Connections accepted and not yet upgraded, refused or handed to JS
+  // (peeking at their head, or waiting for JS's decision).
+  int Handshaking() const;
   void Dispose();
   bool disposed() const { return disposed_; }
   bool listening() const { return listen_fd_ >= 0; }
@@ -133,6 +154,9 @@ class Loop {
   void AcceptAll();
   void PauseAccepting();
   void ResumeAccepting();
+  // Adds the listener to the epoll set (or takes it out): EPOLLEXCLUSIVE
+  // registrations cannot be modified, only added and deleted.
+  bool WatchListener(bool on);
   void Read(uint32_t slot, uint32_t ready);
   void Push(int32_t type, uint32_t slot, int32_t a, int32_t b);
   void Raise(int32_t type, uint32_t slot, int32_t a, int32_t b);
@@ -166,6 +190,7 @@ class Loop {
   int open_handles_ = 0;
   int epfd_ = -1;
   int listen_fd_ = -1;
+  bool listen_shared_ = false;
   int reserve_fd_ = -1;  // given up on EMFILE to accept and drop one connection
   bool accept_paused_ = false;
   bool disposed_ = false;

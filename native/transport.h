@@ -16,7 +16,8 @@
 
 namespace wavecast {
 
-// Adds createTransport(callback) to the addon's exports.
+// Adds createTransport(callback) and listenSocket(host, port, backlog,
+// ipv6Only) to the addon's exports.
 napi_status InitTransport(napi_env env, napi_value exports);
 
 }  // namespace wavecast

@@ -2,14 +2,14 @@
  * Listening with the addon's native transport (`transport.ts`): the
  * transport accepts, hands clean WebSocket upgrade heads to the upgrade
  * decision, and gives every other connection to the server's Node
- * `http.Server` as a socket, as if that server had accepted it.
+ * `http.Server` as a socket, as if that server had accepted it. In a worker
+ * it listens on the socket the primary made and every worker shares.
  */
 import type http from 'node:http';
 import type https from 'node:https';
-import { lookup } from 'node:dns/promises';
-import { isIP, type Socket } from 'node:net';
-import { getSystemErrorMap } from 'node:util';
+import type { Socket } from 'node:net';
 import { NativeHandshake } from './handshake-io.js';
+import { bindLikeNet, inheritedListenFd } from './listen-address.js';
 import type { Settings } from './options.js';
 import { hasToken } from './protocol/handshake.js';
 import { parseRequestHead } from './protocol/http-head.js';
@@ -17,39 +17,29 @@ import type { ServerCore } from './server-core.js';
 import { NativeTransport, nativeTransportAvailable, type NativeWire } from './transport.js';
 import { decide } from './upgrade.js';
 
-/** Whether a server with these settings listens with the native transport. */
-export function usesNativeTransport(settings: Settings): boolean {
+/**
+ * Whether a server with these settings could listen with the native
+ * transport, whatever its `workerNum`: the primary of workers shares a
+ * native listening socket with them when this holds.
+ */
+export function nativeListenPossible(settings: Settings): boolean {
   const options = settings.options;
   const host = options.host;
   return (
     options.nativeTransport !== false &&
     nativeTransportAvailable &&
     options.tls === undefined &&
-    settings.workerNum === 1 &&
     // Scoped IPv6 addresses (fe80::1%eth0) are Node's to bind.
     (host === undefined || !host.includes('%'))
   );
 }
 
 /**
- * The error `net.Server` gives for a failed listen (`listen EADDRINUSE:
- * address already in use 127.0.0.1:9501`, with `address` and `port`), from
- * the transport's bare system error.
+ * Whether a server with these settings listens with the native transport:
+ * a lone process, or a worker whose primary gave it the listening socket.
  */
-function listenError(error: unknown, address: string, port: number): unknown {
-  const cause = error as NodeJS.ErrnoException;
-  if (typeof cause?.errno !== 'number' || typeof cause.code !== 'string') return error;
-  // Not the listen itself (a failed DNS lookup of host is already Node's own error).
-  if (cause.syscall !== 'bind' && cause.syscall !== 'listen') return error;
-  const text = getSystemErrorMap().get(cause.errno)?.[1] ?? cause.message;
-  const where = port > 0 ? ` ${address}:${port}` : ` ${address}`;
-  const wrapped = new Error(`listen ${cause.code}: ${text}${where}`, { cause }) as NodeJS.ErrnoException & { address: string; port: number };
-  wrapped.code = cause.code;
-  wrapped.errno = cause.errno;
-  wrapped.syscall = 'listen';
-  wrapped.address = address;
-  wrapped.port = port;
-  return wrapped;
+export function usesNativeTransport(settings: Settings): boolean {
+  return nativeListenPossible(settings) && (settings.workerNum === 1 || inheritedListenFd() !== null);
 }
 
 /**
@@ -80,26 +70,13 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
     server.emit('connection', socket);
   };
   const transport = new NativeTransport({ onHead, onHttp }, core.settings.handshakeTimeout);
-  const { port = 0, backlog, host } = core.settings.options;
-  let address = '::';
+  const inherited = inheritedListenFd();
   try {
-    if (host === undefined) {
-      // Node's default: IPv6 any-address taking IPv4 too, or IPv4 alone without IPv6.
-      try {
-        transport.listen(address, port, backlog, false);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error;
-        address = '0.0.0.0';
-        transport.listen(address, port, backlog, false);
-      }
-    } else {
-      address = isIP(host) !== 0 ? host : (await lookup(host)).address;
-      transport.listen(address, port, backlog, false);
-    }
+    if (inherited !== null) transport.listenFd(inherited);
+    else await bindLikeNet(core.settings.options, (address, port, backlog, ipv6Only) => transport.listen(address, port, backlog, ipv6Only));
   } catch (error) {
     transport.close();
-    // The transport's error is a bare system error; the app expects net.Server's.
-    throw listenError(error, address, port);
+    throw error;
   }
   core.transport = transport;
   // http.Server tracks its connections (closeAllConnections, request

@@ -157,10 +157,15 @@ export class HttpFront<Data> {
     const server = this.server;
     // net's close, not http's: http's also cuts connections that have not sent their request yet.
     NetServer.prototype.close.call(server);
+    // The native transport stops accepting too; what waits in a shared
+    // listener's queue is for the other workers. Its accepted connections
+    // finish their handshakes.
+    const transport = this.core.transport;
+    transport?.closeListener();
     const deadline = Date.now() + Math.min(this.core.settings.handshakeTimeout || 2000, 2000);
     while (Date.now() < deadline) {
       const open = await new Promise<number>((resolve) => server.getConnections((error, n) => resolve(error ? 0 : n)));
-      if (open <= this.core.registry.size) return;
+      if (open <= this.core.registry.size && (transport?.handshaking ?? 0) === 0) return;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }

@@ -6,9 +6,12 @@
  * (`listen-node.ts`), sharing the port through node:cluster.
  */
 import { ownerCode, SEQ_RANGE } from './cluster/fd.js';
-import { Primary } from './cluster/primary.js';
+import { Primary, type SharedListener } from './cluster/primary.js';
 import { Router, type LocalServer } from './cluster/router.js';
 import { Membership, workerEnv } from './cluster/worker.js';
+import { bindLikeNet } from './listen-address.js';
+import { nativeListenPossible } from './listen-native.js';
+import { listenSocket } from './native.js';
 import type { ServerCore } from './server-core.js';
 
 /** The primary of `workerNum` workers: forks them and waits until they all listen. */
@@ -17,17 +20,41 @@ export async function startPrimary<Data>(core: ServerCore<Data>): Promise<void> 
   const adapter = options.adapter;
   const instance = options.instanceId ?? (adapter !== undefined ? await adapter.allocateInstanceId() : 0);
   const events = core.events;
-  core.primary = new Primary(workerNum, instance, closeTimeout, {
-    workerStart: (id, pid) => events.emit('workerStart', id, pid),
-    workerExit: (id, code, signal) => events.emit('workerExit', id, code, signal),
-    error: (error) => core.reportError(error),
-  });
+  const listener = await sharedListener(core);
+  core.primary = new Primary(
+    workerNum,
+    instance,
+    closeTimeout,
+    {
+      workerStart: (id, pid) => events.emit('workerStart', id, pid),
+      workerExit: (id, code, signal) => events.emit('workerExit', id, code, signal),
+      error: (error) => core.reportError(error),
+    },
+    listener,
+  );
   try {
     await core.primary.start();
   } catch (error) {
     core.primary = null;
     throw error;
   }
+}
+
+/**
+ * The listening socket the workers inherit when they can serve on the
+ * native transport (null: they share the port through node:cluster).
+ * Throws `net.Server`'s errors (EADDRINUSE...), as a lone server's `start()`.
+ */
+async function sharedListener<Data>(core: ServerCore<Data>): Promise<SharedListener | null> {
+  if (listenSocket === null || !nativeListenPossible(core.settings)) return null;
+  const make = listenSocket;
+  let fd = -1;
+  const port = await bindLikeNet(core.settings.options, (address, port, backlog, ipv6Only) => {
+    const [socket, bound] = make(address, port, backlog, ipv6Only);
+    fd = socket;
+    return bound;
+  });
+  return { fd, port };
 }
 
 /**

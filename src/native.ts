@@ -48,6 +48,8 @@ export interface TransportBinding {
   /** Events of the current batch: type, slot, generation, a, b (int32 each). */
   readonly events: Int32Array;
   listen(host: string, port: number, backlog: number, ipv6Only: boolean): number;
+  /** Listens on an inherited listening socket other processes share; the port it is bound to. */
+  listenFd(fd: number): number;
   closeListener(): void;
   /** Bytes queued for the connection afterwards, or -1 when it is not open. */
   write(handle: number, head: Uint8Array, body: Uint8Array | null): number;
@@ -68,6 +70,8 @@ export interface TransportBinding {
   peer(handle: number): [string, number] | undefined;
   /** Closes connections in their handshake after `age` ms, and heads not complete after `headCap` ms whatever `age` (0: no limit but that). */
   sweep(age: number, headCap: number): number;
+  /** Connections accepted and not yet upgraded, refused or released. */
+  handshaking(): number;
   close(): void;
 }
 
@@ -96,6 +100,11 @@ export interface Addon {
    * request heads.
    */
   createTransport?: (callback: TransportCallback) => TransportBinding;
+  /**
+   * With `createTransport`: a listening, non-blocking, close-on-exec socket
+   * no transport polls, as `[fd, port]`, for workers to inherit.
+   */
+  listenSocket?: (host: string, port: number, backlog: number, ipv6Only: boolean) => [number, number];
   /** The SIMD code paths the addon picked for this CPU. */
   simd: { mask: string; utf8: string };
 }
@@ -294,6 +303,13 @@ export const writeBatch: WriteBatch | null = addon?.writeBatch ?? null;
 export const createTransport: NonNullable<Addon['createTransport']> | null = envFlag('WAVECAST_NO_NATIVE_TRANSPORT')
   ? null
   : (addon?.createTransport ?? null);
+
+/**
+ * Creates the listening socket the workers of a primary share (see
+ * `cluster/shared-listener.ts`); `null` wherever `createTransport` is.
+ */
+export const listenSocket: NonNullable<Addon['listenSocket']> | null =
+  createTransport === null ? null : (addon?.listenSocket ?? null);
 
 /** The parts of a libuv stream handle that {@link writableFd} reads. */
 interface StreamHandle {

@@ -203,6 +203,20 @@ export class NativeTransport {
   /** Listens on a numeric address; returns the port. Throws errors like `net.Server`'s (code EADDRINUSE...). */
   listen(host: string, port: number, backlog: number | undefined, ipv6Only: boolean): number {
     this.listenPort = this.binding.listen(host, port, backlog ?? 511, ipv6Only);
+    return this.startSweeping();
+  }
+
+  /**
+   * Listens on a listening socket this process inherited and shares with
+   * other processes (a worker's, from its primary); returns the port.
+   * Closing the listener closes only this process's copy.
+   */
+  listenFd(fd: number): number {
+    this.listenPort = this.binding.listenFd(fd);
+    return this.startSweeping();
+  }
+
+  private startSweeping(): number {
     // One sweep for every connection in its handshake: closes it within
     // 1.25x the timeout, without a timer per connection. With no timeout it
     // still cuts request heads that never complete (the native hard cap).
@@ -240,6 +254,11 @@ export class NativeTransport {
   /** @internal The client's address and port, for a slot not yet freed; ['', 0] for one that is. */
   peerOf(wire: NativeWire): readonly [string, number] {
     return this.binding.peer(wire.handle) ?? NO_PEER;
+  }
+
+  /** Connections accepted and still in their handshake (before JS's decision or waiting for it). */
+  get handshaking(): number {
+    return this.closed ? 0 : this.binding.handshaking();
   }
 
   /** Stops accepting; connections stay. */

@@ -55,8 +55,10 @@
  * the bottleneck. With --server-pid P it also reports the server's CPU time
  * (user + system, every thread) over exactly the same window: the measured
  * phase of echo and broadcast, the opening of the connections in connect
- * mode. The load generator samples it itself because only it knows the
- * window's edges; on 2 cores a cell can be limited by the load generator,
+ * mode; with workers, the server is its process tree (the primary, its
+ * workers and what they spawn, found through /proc/P/task/P/children:
+ * Node forks on its main thread). The load generator samples it itself
+ * because only it knows the window's edges; on 2 cores a cell can be limited by the load generator,
  * and the server's CPU per message is then the fair figure. It reads the
  * server's process CPU clock (clock_getcpuclockid, nanoseconds), or
  * /proc/P/stat utime + stime (clock ticks) where that clock cannot be had.
@@ -136,28 +138,60 @@ static void server_cpu_init(void) {
   }
 }
 
-/* Seconds of CPU the server has used so far, or -1 when it cannot be read
- * (no --server-pid, or the process is gone). */
-static double server_cpu_seconds(void) {
-  if (server_pid <= 0) return -1;
-  if (server_clock_ok) {
-    struct timespec ts;
-    if (clock_gettime(server_clock, &ts) == 0) return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-    return -1;
-  }
+/* utime + stime of process `pid` and of its children it has reaped (cutime +
+ * cstime), in clock ticks, from /proc/pid/stat; -1 when it cannot be read. */
+static double proc_ticks(int pid, int with_own) {
   char path[64], line[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
   FILE *f = fopen(path, "r");
   if (!f) return -1;
   size_t n = fread(line, 1, sizeof line - 1, f);
   fclose(f);
   line[n] = 0;
   /* The command name (field 2) may hold spaces and parentheses: fields are
-   * counted from the last ')'. utime and stime are fields 14 and 15. */
+   * counted from the last ')'. utime, stime, cutime, cstime are fields 14-17. */
   char *p = strrchr(line, ')');
   unsigned long long ut, st;
-  if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  long long cut, cst;
+  if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld", &ut, &st, &cut, &cst) != 4) return -1;
+  return (double)(with_own ? ut + st : 0) + (double)(cut + cst);
+}
+
+/* Ticks of every descendant of `pid` (the workers of a primary, and what
+ * they spawn): each one's own time and its reaped children's, so a worker
+ * that exits mid-window still counts once its parent has reaped it. */
+static double descendant_ticks(int pid, int depth) {
+  if (depth > 8) return 0;
+  char path[96];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  double total = 0;
+  int child;
+  while (fscanf(f, "%d", &child) == 1) {
+    const double t = proc_ticks(child, 1);
+    if (t >= 0) total += t + descendant_ticks(child, depth + 1);
+  }
+  fclose(f);
+  return total;
+}
+
+/* Seconds of CPU the server has used so far, or -1 when it cannot be read
+ * (no --server-pid, or the process is gone). The server is its whole process
+ * tree: a primary and its workers count together. Threads other than a
+ * process's main one count through the process's own clock or stat line. */
+static double server_cpu_seconds(void) {
+  if (server_pid <= 0) return -1;
+  const double tick = (double)sysconf(_SC_CLK_TCK);
+  const double descendants = descendant_ticks(server_pid, 0);
+  if (server_clock_ok) {
+    struct timespec ts;
+    const double reaped = proc_ticks(server_pid, 0);
+    if (reaped < 0 || clock_gettime(server_clock, &ts) != 0) return -1;
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9 + (reaped + descendants) / tick;
+  }
+  const double own = proc_ticks(server_pid, 1);
+  return own < 0 ? -1 : (own + descendants) / tick;
 }
 
 /* Appends ,"server_cpu_s":x,"server_cpu_pct":y (null when unknown) for a

@@ -4,11 +4,19 @@
  * handlers), tells each who its peers are, restarts a worker that dies,
  * reloads them one at a time, and stops them all. It never touches a
  * WebSocket message.
+ *
+ * With the native transport the primary makes the listening socket itself
+ * and every worker inherits it (an extra stdio descriptor) and accepts from
+ * it in its own transport; the primary never accepts. Connections waiting
+ * in the socket's queue outlive any one worker, so a reload or a crash
+ * refuses nobody. Without it, node:cluster's round-robin shares the port.
  */
-import cluster, { type Worker } from 'node:cluster';
+import cluster, { type ClusterSettings, type Worker } from 'node:cluster';
+import { closeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LISTEN_FD_ENV } from '../listen-address.js';
 import { SLOT_RANGE } from './fd.js';
 import { isControl, type Control } from './worker.js';
 
@@ -40,6 +48,12 @@ interface Record {
 const QUICK_DEATH_MS = 1000;
 const MAX_RESTART_DELAY_MS = 5000;
 
+/** A listening socket the primary made for its workers to inherit. */
+export interface SharedListener {
+  readonly fd: number;
+  readonly port: number;
+}
+
 /** Forks, restarts, reloads and stops the workers of one server. */
 export class Primary {
   /** The port the workers listen on, once one of them does. */
@@ -58,13 +72,17 @@ export class Primary {
     /** How long a stopping worker may take before it is killed. */
     private readonly stopTimeout: number,
     private readonly events: PrimaryEvents,
-  ) {}
+    /** The workers' listening socket (closed by `stop()`), or null for node:cluster's sharing. */
+    private listener: SharedListener | null = null,
+  ) {
+    if (listener !== null) this.port = listener.port;
+  }
 
   /** Forks every worker; resolves once all of them listen, rejects if one dies first. */
   async start(): Promise<void> {
-    this.dir = await mkdtemp(join(tmpdir(), 'wavecast-'));
     this.stopping = false;
     try {
+      this.dir = await mkdtemp(join(tmpdir(), 'wavecast-'));
       await Promise.all(Array.from({ length: this.workerNum }, (_, id) => this.fork(id).ready));
     } catch (error) {
       await this.stop();
@@ -80,7 +98,7 @@ export class Primary {
 
   private fork(id: number): Record {
     const slot = this.takeSlot();
-    const worker = cluster.fork({
+    const worker = this.forkWorker({
       WAVECAST_WORKER_ID: String(id),
       WAVECAST_SLOT: String(slot),
       WAVECAST_IPC_DIR: this.dir,
@@ -118,6 +136,28 @@ export class Primary {
     return record;
   }
 
+  /**
+   * cluster.fork, giving the worker the shared listener as one more stdio
+   * descriptor (its number in the worker goes in the environment). Only
+   * this fork gets it: the primary's copy is close-on-exec, and the app's
+   * own cluster settings are put back at once.
+   */
+  private forkWorker(env: { [key: string]: string }): Worker {
+    const listener = this.listener;
+    if (listener === null) return cluster.fork(env);
+    const settings = cluster.settings as ClusterSettings;
+    const saved = settings.stdio;
+    const stdio = [...(saved ?? (settings.silent === true ? ['pipe', 'pipe', 'pipe', 'ipc'] : [0, 1, 2, 'ipc']))];
+    (cluster.settings as ClusterSettings).stdio = [...stdio, listener.fd];
+    try {
+      return cluster.fork({ ...env, [LISTEN_FD_ENV]: String(stdio.length) });
+    } finally {
+      // fork() replaced cluster.settings with a copy holding our stdio.
+      if (saved === undefined) delete (cluster.settings as ClusterSettings).stdio;
+      else (cluster.settings as ClusterSettings).stdio = saved;
+    }
+  }
+
   private send(record: Record, message: Control): void {
     if (record.worker.isConnected()) record.worker.send(message);
   }
@@ -134,7 +174,7 @@ export class Primary {
       }
       case 'listening':
         record.listening = true;
-        this.port = message.port;
+        if (this.listener === null) this.port = message.port;
         this.restartDelay = 0;
         record.resolveReady();
         this.events.workerStart(record.id, record.worker.process.pid ?? 0);
@@ -198,12 +238,15 @@ export class Primary {
     return this.reloading;
   }
 
-  /** Stops every worker and removes the mesh's sockets. */
+  /** Stops every worker, closes the shared listener and removes the mesh's sockets. */
   async stop(): Promise<void> {
     this.stopping = true;
     for (const timer of this.restartTimers) clearTimeout(timer);
     this.restartTimers.clear();
     await Promise.all([...this.live].map((record) => this.retire(record)));
+    // The last copy: the port stops taking connections.
+    if (this.listener !== null) closeSync(this.listener.fd);
+    this.listener = null;
     if (this.dir !== '') await rm(this.dir, { recursive: true, force: true });
   }
 }
