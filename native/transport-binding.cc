@@ -340,22 +340,40 @@ napi_value Writev(napi_env env, napi_callback_info info) {
   return Number(env, queued);
 }
 
+// A typed array argument of kind `want`: its data and length, or false.
+template <typename T>
+bool TypedArray(napi_env env, napi_value value, napi_typedarray_type want, T** data, size_t* length) {
+  napi_typedarray_type kind;
+  void* raw = nullptr;
+  if (value == nullptr || napi_get_typedarray_info(env, value, &kind, length, &raw, nullptr, nullptr) != napi_ok ||
+      kind != want) {
+    return false;
+  }
+  *data = static_cast<T*>(raw);
+  return true;
+}
+
+// One entry of a batched write: Write()'s bytes queued (capped to int32), or
+// -1 for what is not a handle (or a transport that is gone).
+int32_t WriteEntry(JsTransport* t, double handle, const struct iovec* iov, int iovcnt) {
+  const double queued = t == nullptr || !(handle >= 0 && handle < 9007199254740992.0)
+                            ? -1
+                            : t->Write(static_cast<int64_t>(handle), iov, iovcnt);
+  return queued > INT32_MAX ? INT32_MAX : static_cast<int32_t>(queued);
+}
+
 // writeBatch(handles, count, head, results, body?): write() to each of
 // handles[0, count) (a Float64Array); results[i] = bytes queued or -1.
 napi_value WriteBatch(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
   JsTransport* t = This(env, info, &argc, argv);
-  napi_typedarray_type kind;
+  const double* handles = nullptr;
+  int32_t* results = nullptr;
   size_t handles_len = 0;
   size_t results_len = 0;
-  void* handles_data = nullptr;
-  void* results_data = nullptr;
-  if (argv[0] == nullptr || argv[3] == nullptr ||
-      napi_get_typedarray_info(env, argv[0], &kind, &handles_len, &handles_data, nullptr, nullptr) != napi_ok ||
-      kind != napi_float64_array ||
-      napi_get_typedarray_info(env, argv[3], &kind, &results_len, &results_data, nullptr, nullptr) != napi_ok ||
-      kind != napi_int32_array) {
+  if (!TypedArray(env, argv[0], napi_float64_array, &handles, &handles_len) ||
+      !TypedArray(env, argv[3], napi_int32_array, &results, &results_len)) {
     return Throw(env, "handles must be a Float64Array and results an Int32Array");
   }
   const int64_t count = Int(env, argv[1]);
@@ -367,15 +385,7 @@ napi_value WriteBatch(napi_env env, napi_callback_info info) {
     return Throw(env, "head and body must be Uint8Arrays (body may be null)");
   }
   const int iovcnt = iov[1].iov_len > 0 ? 2 : 1;
-  const double* handles = static_cast<const double*>(handles_data);
-  int32_t* results = static_cast<int32_t*>(results_data);
-  for (int64_t i = 0; i < count; i++) {
-    const double handle = handles[i];
-    const double queued = t == nullptr || !(handle >= 0 && handle < 9007199254740992.0)
-                              ? -1
-                              : t->Write(static_cast<int64_t>(handle), iov, iovcnt);
-    results[i] = queued > INT32_MAX ? INT32_MAX : static_cast<int32_t>(queued);
-  }
+  for (int64_t i = 0; i < count; i++) results[i] = WriteEntry(t, handles[i], iov, iovcnt);
   return nullptr;
 }
 
@@ -387,21 +397,17 @@ napi_value WriteEach(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
   JsTransport* t = This(env, info, &argc, argv);
-  napi_typedarray_type kind;
+  const double* handles = nullptr;
+  const uint32_t* ends = nullptr;
+  int32_t* results = nullptr;
   size_t handles_len = 0;
   size_t ends_len = 0;
   size_t results_len = 0;
-  void* handles_data = nullptr;
-  void* ends_data = nullptr;
-  void* results_data = nullptr;
   struct iovec bytes;
-  if (argv[0] == nullptr || argv[1] == nullptr || argv[4] == nullptr ||
-      napi_get_typedarray_info(env, argv[0], &kind, &handles_len, &handles_data, nullptr, nullptr) != napi_ok ||
-      kind != napi_float64_array ||
-      napi_get_typedarray_info(env, argv[1], &kind, &ends_len, &ends_data, nullptr, nullptr) != napi_ok ||
-      kind != napi_uint32_array ||
-      napi_get_typedarray_info(env, argv[4], &kind, &results_len, &results_data, nullptr, nullptr) != napi_ok ||
-      kind != napi_int32_array || !GetBytes(env, argv[3], &bytes)) {
+  if (!TypedArray(env, argv[0], napi_float64_array, &handles, &handles_len) ||
+      !TypedArray(env, argv[1], napi_uint32_array, &ends, &ends_len) ||
+      !TypedArray(env, argv[4], napi_int32_array, &results, &results_len) || argv[3] == nullptr ||
+      !GetBytes(env, argv[3], &bytes)) {
     return Throw(env, "handles must be a Float64Array, ends a Uint32Array, bytes a Uint8Array and results an Int32Array");
   }
   const int64_t count = Int(env, argv[2]);
@@ -409,9 +415,6 @@ napi_value WriteEach(napi_env env, napi_callback_info info) {
       static_cast<size_t>(count) > results_len) {
     return Throw(env, "count must be an integer in [0, min(handles.length, ends.length, results.length)]");
   }
-  const double* handles = static_cast<const double*>(handles_data);
-  const uint32_t* ends = static_cast<const uint32_t*>(ends_data);
-  int32_t* results = static_cast<int32_t*>(results_data);
   // Every range inside bytes, in order: checked before anything is written.
   uint32_t start = 0;
   for (int64_t i = 0; i < count; i++) {
@@ -423,13 +426,9 @@ napi_value WriteEach(napi_env env, napi_callback_info info) {
   }
   start = 0;
   for (int64_t i = 0; i < count; i++) {
-    const double handle = handles[i];
     struct iovec iov = {static_cast<uint8_t*>(bytes.iov_base) + start, ends[i] - start};
     start = ends[i];
-    const double queued = t == nullptr || !(handle >= 0 && handle < 9007199254740992.0)
-                              ? -1
-                              : t->Write(static_cast<int64_t>(handle), &iov, 1);
-    results[i] = queued > INT32_MAX ? INT32_MAX : static_cast<int32_t>(queued);
+    results[i] = WriteEntry(t, handles[i], &iov, 1);
   }
   return nullptr;
 }
