@@ -53,7 +53,7 @@ const NO_DATA = Buffer.alloc(0);
 
 /**
  * State held per connection. Budget: the 21 fields below (192 bytes on a
- * 64-bit heap), the wire (a native slot: 9 fields; or a `net.Socket`), and
+ * 64-bit heap), the wire (a native slot: 6 fields; or a `net.Socket`), and
  * no parser, closures or timers while idle: a parser only inside a message
  * (see `adoptSpareParser`), a `Closing` and its timer only during a close.
  */

@@ -110,6 +110,11 @@ export class Parser {
     }
   }
 
+  /** The `maxPayload` this parser reads with. */
+  get limit(): number {
+    return this.maxPayload;
+  }
+
   /** Stops parsing: bytes already queued and later chunks are ignored. */
   stop(): void {
     this.state = STOPPED;
@@ -457,16 +462,18 @@ export function adoptSpareParser(handler: ParserHandler, maxPayload: number, com
   return parser;
 }
 
+/** A handler for a parser that reads for nobody (the spare, and `STOPPED_PARSER`). */
+const NOBODY: ParserHandler = { onMessage() {}, onPing() {}, onPong() {}, onClose() {}, onError() {} };
+
 /** Keeps `parser` as the spare if it is idle and there is none: true if it was taken. */
 export function returnSpareParser(parser: Parser): boolean {
   if (spare !== null || !parser.idle) return false;
+  // The spare keeps no reference to the connection it read for.
+  parser.adopt(NOBODY, parser.limit, false);
   spare = parser;
   return true;
 }
 
 /** What a connection whose input ended holds instead of a parser: it ignores everything. */
-export const STOPPED_PARSER = new Parser(
-  { onMessage() {}, onPing() {}, onPong() {}, onClose() {}, onError() {} },
-  0,
-);
+export const STOPPED_PARSER = new Parser(NOBODY, 0);
 STOPPED_PARSER.stop();
