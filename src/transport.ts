@@ -80,9 +80,6 @@ export class NativeWire implements Wire {
   get slot(): number {
     return this.handle % SLOTS;
   }
-  get generation(): number {
-    return Math.floor(this.handle / SLOTS);
-  }
 
   /** The client went away, or JS let go of it (closed, rejected or released). */
   get destroyed(): boolean {
@@ -321,7 +318,7 @@ export class NativeTransport {
         if (wire !== undefined) throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
         wire = new NativeWire(this, slot, generation);
         wires[slot] = wire;
-      } else if (wire === undefined || wire.generation !== generation) {
+      } else if (wire === undefined || wire.handle !== generation * SLOTS + slot) {
         continue; // a connection JS already forgot (rejected or released)
       }
       // One event's failure (a throwing 'close' listener) must not lose the

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { WebSocketError } from '../src/errors.js';
-import { Parser, type ParserHandler } from '../src/protocol/parser.js';
+import { adoptSpareParser, Parser, returnSpareParser, type ParserHandler } from '../src/protocol/parser.js';
 import { clientFrame } from './helpers.js';
 
 type Event =
@@ -391,6 +391,47 @@ describe('parser: permessage-deflate (RFC 7692)', () => {
     assert.deepEqual(recorder.events.slice(1), [text('next'), ['fragment', 1, HELLO.toString('hex'), true]]);
     parser.resume();
     assert.deepEqual(recorder.events.slice(3), [text('later')]);
+  });
+});
+
+describe('parser: the spare parser connections share between messages', () => {
+  const HELLO = hex('f248cdc9c90700');
+
+  test('an idle parser goes back as the spare and reads for the next handler with that handler\'s agreement', () => {
+    const agreed = new DeflateRecorder();
+    const first = adoptSpareParser(agreed, 1 << 20, true);
+    first.write(masked(1, HELLO, { rsv: 4 }));
+    assert.deepEqual(agreed.events, [['fragment', 1, HELLO.toString('hex'), true]]);
+    assert.equal(returnSpareParser(first), true);
+    // The same object, now for a handler without compression: RSV1 is an error for it.
+    const plain = new DeflateRecorder();
+    const second = adoptSpareParser(plain, 1 << 20, false);
+    assert.equal(second, first);
+    second.write(masked(1, HELLO, { rsv: 4 }));
+    assert.deepEqual(plain.events, [['error', 'RSV_BITS_SET', 1002]]);
+    assert.equal(agreed.events.length, 1, 'nothing more reaches the handler it read for before');
+  });
+
+  test('a parser inside a frame or a fragmented message stays with its handler; the next handler gets another', () => {
+    const whole = masked(1, 'one whole message');
+    const cases: [held: Buffer, rest: Buffer, message: string][] = [
+      [whole.subarray(0, 5), whole.subarray(5), 'one whole message'],
+      [masked(1, 'frag', { fin: false }), masked(0, 'ment'), 'fragment'],
+    ];
+    for (const [held, rest, message] of cases) {
+      const a = new Recorder();
+      const parserA = adoptSpareParser(a, 1 << 20, false);
+      parserA.write(Buffer.from(held));
+      assert.equal(returnSpareParser(parserA), false, 'not idle: not given back');
+      const b = new Recorder();
+      const parserB = adoptSpareParser(b, 1 << 20, false);
+      assert.notEqual(parserB, parserA);
+      parserB.write(Buffer.from(masked(1, 'for b')));
+      assert.deepEqual(b.events, [text('for b')]);
+      assert.equal(returnSpareParser(parserB), true);
+      parserA.write(Buffer.from(rest));
+      assert.deepEqual(a.events, [text(message)]);
+    }
   });
 });
 

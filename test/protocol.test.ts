@@ -5,7 +5,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Server } from '../src/index.js';
+import { constants, deflateRawSync } from 'node:zlib';
 import { clientFrame, closeEvent, lastFd, RawClient, startServer, upgradeRequest } from './helpers.js';
+
+/** A permessage-deflate payload (RFC 7692 7.2.1: the trailing 00 00 ff ff removed). */
+function compress(text: string): Buffer {
+  const out = deflateRawSync(Buffer.from(text), { finishFlush: constants.Z_SYNC_FLUSH });
+  return out.subarray(0, out.length - 4);
+}
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const closeBody = (code: number, reason = ''): Buffer => {
@@ -218,6 +225,61 @@ describe('frames split across reads', () => {
       client.destroy();
     } finally {
       await server.stop({ timeout: 100 });
+    }
+  });
+
+  test('connections between messages share one parser: a frame cut short on one is not continued by another, and RSV1 is judged by each connection\'s own agreement', async () => {
+    const got: [number, string][] = [];
+    const server = await startServer({ perMessageDeflate: true }, (s) => {
+      s.on('message', (frame) => void got.push([frame.fd, frame.opcode === 1 ? (frame.data as string) : '']));
+    });
+    const pause = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
+    try {
+      const plain = await RawClient.open(server.port);
+      const plainFd = lastFd(server);
+      const deflated = await RawClient.open(server.port, '/', { 'Sec-WebSocket-Extensions': 'permessage-deflate' });
+      const deflatedFd = lastFd(server);
+      // plain: half a frame, then the first fragment of a message; deflated talks in between.
+      const whole = clientFrame(1, 'plain-'.repeat(20));
+      plain.send(whole.subarray(0, 40));
+      await pause();
+      deflated.send(clientFrame(1, 'deflated-one'));
+      await pause();
+      plain.send(whole.subarray(40));
+      plain.send(clientFrame(1, 'frag-', { fin: false }));
+      await pause();
+      deflated.send(clientFrame(1, compress('deflated-two'), { rsv: 4 }));
+      await pause();
+      plain.send(clientFrame(0, 'ment'));
+      await until(() => got.length === 4);
+      assert.deepEqual(
+        got.filter(([fd]) => fd === plainFd).map(([, text]) => text),
+        ['plain-'.repeat(20), 'frag-ment'],
+      );
+      assert.deepEqual(
+        got.filter(([fd]) => fd === deflatedFd).map(([, text]) => text),
+        ['deflated-one', 'deflated-two'],
+      );
+      // A connection that has read nothing yet, among ones that agreed to
+      // compression: RSV1 is still an error for it.
+      const fresh = await RawClient.open(server.port);
+      deflated.send(clientFrame(1, 'last'));
+      await until(() => got.length === 5);
+      fresh.send(clientFrame(1, compress('no'), { rsv: 4 }));
+      assert.equal((await fresh.closeFrame()).code, 1002);
+      plain.destroy();
+      deflated.destroy();
+      fresh.destroy();
+    } finally {
+      await server.stop({ timeout: 100 });
+    }
+
+    async function until(predicate: () => boolean): Promise<void> {
+      const end = Date.now() + 5000;
+      while (!predicate()) {
+        if (Date.now() > end) throw new Error(`timed out with ${JSON.stringify(got)}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
     }
   });
 

@@ -110,9 +110,9 @@ export class Parser {
     }
   }
 
-  /** The `maxPayload` this parser reads with. */
-  get limit(): number {
-    return this.maxPayload;
+  /** Reads for nobody until adopted again: keeps no reference to the handler it read for. */
+  release(): void {
+    this.handler = NOBODY;
   }
 
   /** Stops parsing: bytes already queued and later chunks are ignored. */
@@ -468,8 +468,7 @@ const NOBODY: ParserHandler = { onMessage() {}, onPing() {}, onPong() {}, onClos
 /** Keeps `parser` as the spare if it is idle and there is none: true if it was taken. */
 export function returnSpareParser(parser: Parser): boolean {
   if (spare !== null || !parser.idle) return false;
-  // The spare keeps no reference to the connection it read for.
-  parser.adopt(NOBODY, parser.limit, false);
+  parser.release();
   spare = parser;
   return true;
 }
