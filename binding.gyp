@@ -9,6 +9,7 @@
         "native/write-batch.cc",
         "native/transport-loop.cc",
         "native/transport-head.cc",
+        "native/handshake-fast.cc",
         "native/transport-write.cc",
         "native/transport-binding.cc"
       ],

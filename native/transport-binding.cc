@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 
 #include "transport-loop.h"
@@ -445,6 +446,56 @@ napi_value Answer(napi_env env, napi_callback_info info, bool accept) {
   return Boolean(env, t->Answer(Int(env, argv[0]), static_cast<size_t>(head), response, accept));
 }
 
+// A path for the fast-open rules: a string of at most 1 KiB, or false.
+bool GetPath(napi_env env, napi_value value, char* path, size_t* length) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_string) return false;
+  return napi_get_value_string_utf8(env, value, path, 1024, length) == napi_ok && *length < 1023;
+}
+
+// setFastOpen(budget, path, maxHead): see Loop::SetFastOpen; path '' for any.
+napi_value SetFastOpen(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3] = {nullptr, nullptr, nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  char path[1024];
+  size_t path_length = 0;
+  if (argv[1] == nullptr || !GetPath(env, argv[1], path, &path_length)) return Throw(env, "path must be a string under 1 KiB");
+  const int64_t budget = Int(env, argv[0]);
+  const int64_t max_head = Int(env, argv[2]);
+  if (t != nullptr) {
+    t->SetFastOpen(budget > 0 ? static_cast<int32_t>(budget < INT32_MAX ? budget : INT32_MAX) : 0, path, path_length,
+                   max_head > 0 ? static_cast<size_t>(max_head) : 0);
+  }
+  return nullptr;
+}
+
+// fastUpgrade(head, path, maxHead): the 101 the transport would write for
+// this complete head, or null where the JS decision answers (for tests).
+napi_value FastUpgradeCheck(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3] = {nullptr, nullptr, nullptr};
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
+  struct iovec head;
+  char path[1024];
+  size_t path_length = 0;
+  if (argv[0] == nullptr || !GetBytes(env, argv[0], &head)) return Throw(env, "head must be a Uint8Array");
+  if (argv[1] == nullptr || !GetPath(env, argv[1], path, &path_length)) return Throw(env, "path must be a string under 1 KiB");
+  FastRules rules;
+  rules.path = path;
+  rules.path_length = path_length;
+  const int64_t max_head = Int(env, argv[2]);
+  rules.max_head = max_head > 0 ? static_cast<size_t>(max_head) : 0;
+  uint8_t response[kFastResponseLength];
+  napi_value result;
+  if (!FastUpgrade(static_cast<const uint8_t*>(head.iov_base), head.iov_len, rules, response)) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_create_string_latin1(env, reinterpret_cast<const char*>(response), kFastResponseLength, &result);
+  return result;
+}
+
 napi_value Accept(napi_env env, napi_callback_info info) { return Answer(env, info, true); }
 napi_value Reject(napi_env env, napi_callback_info info) { return Answer(env, info, false); }
 
@@ -587,7 +638,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
       {"listenFd", ListenFd},     {"handshaking", Handshaking},
       {"writev", Writev},         {"writeBatch", WriteBatch},       {"writeEach", WriteEach},
-      {"accept", Accept},
+      {"accept", Accept},         {"setFastOpen", SetFastOpen},
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
       {"destroySoon", HandleCall<&Loop::DestroySoon>},              {"destroy", HandleCall<&Loop::Destroy>},
       {"pause", HandleCall<&Loop::Pause>},                          {"resume", HandleCall<&Loop::Resume>},
@@ -617,8 +668,10 @@ napi_status InitTransport(napi_env env, napi_value exports) {
   napi_status status = napi_create_function(env, "createTransport", NAPI_AUTO_LENGTH, CreateTransport, nullptr, &fn);
   if (status == napi_ok) status = napi_set_named_property(env, exports, "createTransport", fn);
   if (status == napi_ok) status = napi_create_function(env, "listenSocket", NAPI_AUTO_LENGTH, ListenSocket, nullptr, &fn);
+  if (status == napi_ok) status = napi_set_named_property(env, exports, "listenSocket", fn);
+  if (status == napi_ok) status = napi_create_function(env, "fastUpgrade", NAPI_AUTO_LENGTH, FastUpgradeCheck, nullptr, &fn);
   if (status != napi_ok) return status;
-  return napi_set_named_property(env, exports, "listenSocket", fn);
+  return napi_set_named_property(env, exports, "fastUpgrade", fn);
 }
 
 }  // namespace wavecast

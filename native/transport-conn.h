@@ -37,6 +37,7 @@ namespace transport {
 //
 //   kFree ── accept4 ──> kPeeking ── complete GET head ──> kPending
 //   kPeeking ──> kFree               (handed to Node as HTTP, or gone before a request: JS never knew it)
+//   kPeeking ──> kOpen               (fast open: the transport wrote the 101; JS hears OPEN)
 //   kPending ──> kOpen               (accept: 101 written)
 //   kPending ──> kRefusing           (reject: JS forgets the slot)
 //   kPending ──> kFree               (release: the descriptor goes to Node)
@@ -69,7 +70,7 @@ inline bool Allowed(State from, State to) {
   static const bool kTable[kStateCount][kStateCount] = {
       //            Free   Peek   Pend   Open   EndQ   CloQ   WShut  Refus  Closed
       /* Free    */ {false, true, false, false, false, false, false, false, false},
-      /* Peeking */ {true, false, true, false, false, false, false, false, false},
+      /* Peeking */ {true, false, true, true, false, false, false, false, false},
       /* Pending */ {true, false, false, true, false, false, false, true, true},
       /* Open    */ {false, false, false, false, true, true, true, false, true},
       /* EndQ    */ {false, false, false, false, false, true, true, false, true},

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "handshake-fast.h"
 #include "transport-loop.h"
 
 namespace wavecast {
@@ -63,12 +64,48 @@ void Loop::Peek(uint32_t slot, uint32_t ready) {
     return;
   }
   WAVECAST_REQUIRE(kHeadsCapacity - heads_size_ >= head);
+  uint8_t response[kFastResponseLength];
+  if (fast_budget_ > 0 && FastUpgrade(scratch_, head, fast_rules_, response)) {
+    FastOpen(slot, head, response);
+    return;
+  }
   std::memcpy(heads_.get() + heads_size_, scratch_, head);
   Push(kEvHead, slot, static_cast<int32_t>(heads_size_), static_cast<int32_t>(head));
   heads_size_ += head;
   // Still edge-triggered: further bytes wait in the kernel without waking
   // us, and the interest stays as it is (one epoll_ctl less per handshake).
   SetState(slot, State::kPending);
+}
+
+// A plainly valid upgrade while JS allows fast opens (no `handshake` hook,
+// room under maxConnections): the head leaves the kernel, the 101 goes out,
+// and JS hears OPEN with a copy of the head, never HEAD. If the 101 cannot
+// be written the client is gone: the CLOSE raised then names a slot JS
+// never saw, which it ignores, as the JS decision opens nothing for a
+// client gone before its 101.
+void Loop::FastOpen(uint32_t slot, size_t head, const uint8_t* response) {
+  Conn& c = conns_[slot];
+  if (!Consume(c.fd, head)) {
+    Close(slot, 0);  // still kPeeking: nobody knew of it
+    return;
+  }
+  fast_budget_--;
+  SetState(slot, State::kOpen);
+  const struct iovec iov = {const_cast<uint8_t*>(response), kFastResponseLength};
+  if (Send(slot, &iov, 1) < 0) return;
+  // Level-triggered from now on, as after accept(): bytes after the head are read.
+  UpdateInterest(slot);
+  std::memcpy(heads_.get() + heads_size_, scratch_, head);
+  Push(kEvOpen, slot, static_cast<int32_t>(heads_size_), static_cast<int32_t>(head));
+  heads_size_ += head;
+}
+
+void Loop::SetFastOpen(int32_t budget, const char* path, size_t path_length, size_t max_head) {
+  fast_budget_ = budget > 0 ? budget : 0;
+  fast_path_.assign(path, path_length);
+  fast_rules_.path = fast_path_.data();
+  fast_rules_.path_length = fast_path_.size();
+  fast_rules_.max_head = max_head;
 }
 
 // The descriptor leaves the transport for Node's http.Server.

@@ -7,7 +7,10 @@
 //       stopped sending: the descriptor is handed to JS untouched (event
 //       HTTP) and Node's http.Server reads the request from the kernel as if
 //       it had accepted it itself (and answers 400 or 431 where it should).
-//     - a complete GET head: event HEAD with a copy of it -> kPending while
+//     - a plainly valid upgrade while JS allows fast opens (no handshake
+//       hook; see handshake-fast.h): the head is consumed, the 101 written,
+//       event OPEN with a copy of the head -> kOpen.
+//     - any other complete GET head: event HEAD with a copy of it -> kPending while
 //       JS decides: accept() consumes the head and writes the 101 (kOpen),
 //       reject() consumes it, writes the refusal and closes after the
 //       client's FIN (kRefusing, never reported again), release() hands the
@@ -37,15 +40,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "handshake-fast.h"
 #include "transport-conn.h"
 
 namespace wavecast {
 namespace transport {
 
 // Event types, shared with src/transport.ts.
-enum Event : int32_t { kEvHead = 1, kEvHttp = 2, kEvData = 3, kEvEnd = 4, kEvClose = 5, kEvDrain = 6 };
+enum Event : int32_t { kEvHead = 1, kEvHttp = 2, kEvData = 3, kEvEnd = 4, kEvClose = 5, kEvDrain = 6, kEvOpen = 7 };
 
 // Each event is type, slot, generation, a, b (int32 each).
 constexpr size_t kEventInts = 5;
@@ -117,6 +122,10 @@ class Loop {
   // The peer's address, for a pending or upgraded slot.
   bool Peer(int64_t handle, struct sockaddr_storage* addr) const;
   int Sweep(uint32_t age, uint32_t head_cap);
+  // Fast opens (handshake-fast.h): the next `budget` plainly valid upgrades
+  // (0: none) with this path ('' for any) and heads of at most `max_head`
+  // bytes are answered here and reported as OPEN.
+  void SetFastOpen(int32_t budget, const char* path, size_t path_length, size_t max_head);
   // Connections accepted and not yet upgraded, refused or handed to JS
   // (peeking at their head, or waiting for JS's decision).
   int Handshaking() const;
@@ -175,6 +184,7 @@ class Loop {
   // head (transport-head.cc)
   void Peek(uint32_t slot, uint32_t ready);
   void HandOff(uint32_t slot);
+  void FastOpen(uint32_t slot, size_t head, const uint8_t* response);
   bool Consume(int fd, size_t len);
   // writing (transport-write.cc)
   double Send(uint32_t slot, const struct iovec* iov, int iovcnt);
@@ -208,6 +218,9 @@ class Loop {
   // or a timer closed): moved into the batch at the next boundary.
   std::vector<int32_t> deferred_;
   uint8_t scratch_[kHeadMax];
+  int32_t fast_budget_ = 0;
+  std::string fast_path_;
+  FastRules fast_rules_;
 
  public:
   // Set by the binding: the loop frees itself once its libuv handles are

@@ -5,7 +5,9 @@
  * `http.Server` as a socket, as if that server had accepted it. In a worker
  * it listens on the socket the primary made and every worker shares.
  */
+import type { EventEmitter } from 'node:events';
 import type http from 'node:http';
+import { maxHeaderSize } from 'node:http';
 import type https from 'node:https';
 import type { Socket } from 'node:net';
 import { NativeHandshake } from './handshake-io.js';
@@ -15,7 +17,8 @@ import { hasToken } from './protocol/handshake.js';
 import { parseRequestHead } from './protocol/http-head.js';
 import type { ServerCore } from './server-core.js';
 import { NativeTransport, nativeTransportAvailable, type NativeWire } from './transport.js';
-import { decide } from './upgrade.js';
+import { decide, establish } from './upgrade.js';
+import { UpgradeRequest } from './upgrade-request.js';
 
 /**
  * Whether a server with these settings could listen with the native
@@ -61,6 +64,10 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
     }
     decide(core, req, new NativeHandshake(transport, wire, head.length));
   };
+  // A plainly valid upgrade the transport answered itself (no hook to run).
+  const onOpen = (wire: NativeWire, head: Buffer): void => {
+    establish(core, wire, UpgradeRequest.fromHead<Data>(core.registry.allocate(), head.toString('latin1'), wire), null);
+  };
   const onHttp = (socket: Socket): void => {
     if (core.stopping) {
       socket.destroy();
@@ -69,7 +76,7 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
     (socket as Socket & { server: unknown }).server = server;
     server.emit('connection', socket);
   };
-  const transport = new NativeTransport({ onHead, onHttp }, core.settings.handshakeTimeout);
+  const transport = new NativeTransport({ onHead, onOpen, onHttp, onBatchEnd: () => allowFastOpens(core) }, core.settings.handshakeTimeout);
   const inherited = inheritedListenFd();
   try {
     if (inherited !== null) transport.listenFd(inherited);
@@ -79,7 +86,37 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
     throw error;
   }
   core.transport = transport;
+  watchHandshakeHooks(core);
+  allowFastOpens(core);
   // http.Server tracks its connections (closeAllConnections, request
   // timeouts) from its 'listening' event on.
   server.emit('listening');
+}
+
+/** The longest head the transport answers itself (native/handshake-fast.h). */
+const FAST_HEAD_MAX = 4096;
+
+/**
+ * Lets the transport answer plainly valid upgrades itself, as many as the
+ * server has room for, while nothing else needs deciding: no `handshake`
+ * hook and not stopping. Renewed after each batch of events.
+ */
+function allowFastOpens<Data>(core: ServerCore<Data>): void {
+  const transport = core.transport;
+  if (transport === null) return;
+  // maxConnections is Infinity by default; the transport counts in int32.
+  const room = Math.min(core.settings.maxConnections - core.registry.size - core.upgrading, 2 ** 31 - 1);
+  const budget = core.stopping || core.events.listenerCount('handshake') > 0 ? 0 : Math.max(room, 0);
+  transport.setFastOpen(budget, core.settings.options.path ?? '', Math.min(maxHeaderSize, FAST_HEAD_MAX));
+}
+
+const watched = new WeakSet<object>();
+
+/** A `handshake` hook added between batches takes effect at once: fast opens stop before it is added. */
+function watchHandshakeHooks<Data>(core: ServerCore<Data>): void {
+  if (watched.has(core)) return;
+  watched.add(core);
+  (core.events as EventEmitter).on('newListener', (name: string | symbol) => {
+    if (name === 'handshake') core.transport?.setFastOpen(0, '', 0);
+  });
 }

@@ -59,6 +59,7 @@ export interface TransportBinding {
   /** Connection i gets `bytes[ends[i - 1], ends[i])` (from 0 for the first); results as `writeBatch`'s. */
   writeEach(handles: Float64Array, ends: Uint32Array, count: number, bytes: Uint8Array, results: Int32Array): void;
   accept(handle: number, headLength: number, response: Uint8Array): boolean;
+  setFastOpen(budget: number, path: string, maxHead: number): void;
   reject(handle: number, headLength: number, response: Uint8Array): boolean;
   release(handle: number): number;
   end(handle: number): void;
@@ -105,6 +106,12 @@ export interface Addon {
    * no transport polls, as `[fd, port]`, for workers to inherit.
    */
   listenSocket?: (host: string, port: number, backlog: number, ipv6Only: boolean) => [number, number];
+  /**
+   * With `createTransport`: the 101 the transport writes itself for a
+   * complete request head (native/handshake-fast.h), or null where the JS
+   * decision answers. For tests.
+   */
+  fastUpgrade?: (head: Uint8Array, path: string, maxHead: number) => string | null;
   /** The SIMD code paths the addon picked for this CPU. */
   simd: { mask: string; utf8: string };
 }
@@ -310,6 +317,10 @@ export const createTransport: NonNullable<Addon['createTransport']> | null = env
  */
 export const listenSocket: NonNullable<Addon['listenSocket']> | null =
   createTransport === null ? null : (addon?.listenSocket ?? null);
+
+/** @internal See `Addon.fastUpgrade`; `null` wherever `createTransport` is. */
+export const fastUpgrade: NonNullable<Addon['fastUpgrade']> | null =
+  createTransport === null ? null : (addon?.fastUpgrade ?? null);
 
 /** The parts of a libuv stream handle that {@link writableFd} reads. */
 interface StreamHandle {

@@ -24,6 +24,7 @@ const EV_DATA = 3;
 const EV_END = 4;
 const EV_CLOSE = 5;
 const EV_DRAIN = 6;
+const EV_OPEN = 7;
 const EVENT_INTS = 5;
 /** A handle is `generation * SLOTS + slot` (native/transport-conn.h). */
 const SLOTS = 2 ** 24;
@@ -41,6 +42,14 @@ export interface TransportHandler {
    * pending and `wire.destroyed` turns true if the client goes away.
    */
   onHead(wire: NativeWire, head: Buffer): void;
+  /**
+   * A plainly valid upgrade the transport answered itself while fast opens
+   * were allowed (`setFastOpen`): the 101 is out and the wire is open;
+   * `head` is the request.
+   */
+  onOpen?(wire: NativeWire, head: Buffer): void;
+  /** After each batch of events, when the fast-open budget may be renewed. */
+  onBatchEnd?(): void;
   /** A connection that is not a WebSocket handshake, as a socket for Node's http.Server. */
   onHttp(socket: Socket): void;
 }
@@ -183,6 +192,8 @@ export class NativeTransport {
   private sweepTimer: NodeJS.Timeout | null = null;
   private listenPort = 0;
   private closed = false;
+  /** @internal Upgrades the transport answered itself (`setFastOpen`). */
+  fastOpened = 0;
 
   /** Throws when the addon has no transport (see `nativeTransportAvailable`). */
   constructor(
@@ -228,6 +239,15 @@ export class NativeTransport {
     return this.listenPort;
   }
 
+  /**
+   * Lets the transport answer the next `budget` plainly valid upgrades
+   * itself (native/handshake-fast.h): those with this `path` ('' for any)
+   * and heads of at most `maxHead` bytes. 0 leaves every head to `onHead`.
+   */
+  setFastOpen(budget: number, path: string, maxHead: number): void {
+    if (!this.closed) this.binding.setFastOpen(budget, path, maxHead);
+  }
+
   /** Consumes a pending slot's head and answers 101; false if the client is gone. */
   accept(wire: NativeWire, headLength: number, response: Buffer): boolean {
     return !wire.destroyed && this.binding.accept(wire.handle, headLength, response);
@@ -262,6 +282,8 @@ export class NativeTransport {
   closeListener(): void {
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
+    // Heads already in the kernel go to the JS decision, which answers 503.
+    this.binding.setFastOpen(0, '', 0);
     this.binding.closeListener();
   }
 
@@ -313,7 +335,7 @@ export class NativeTransport {
         continue;
       }
       let wire = wires[slot];
-      if (type === EV_HEAD) {
+      if (type === EV_HEAD || type === EV_OPEN) {
         // The transport reuses a slot only after its CLOSE was delivered.
         if (wire !== undefined) throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
         wire = new NativeWire(this, slot, generation);
@@ -331,6 +353,10 @@ export class NativeTransport {
           case EV_HEAD:
             this.handler.onHead(wire, heads!.subarray(a, a + b));
             break;
+          case EV_OPEN:
+            this.fastOpened++;
+            this.handler.onOpen!(wire, heads!.subarray(a, a + b));
+            break;
           case EV_END:
             wire.ended();
             break;
@@ -346,6 +372,7 @@ export class NativeTransport {
         process.nextTick(rethrow, error);
       }
     }
+    this.handler.onBatchEnd?.();
   };
 }
 

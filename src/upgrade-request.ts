@@ -4,6 +4,7 @@
  * fields, so a connection keeps no `IncomingMessage` alive.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { parseRequestText } from './protocol/http-head.js';
 
 /** Where a request's client address is read when first asked (the handshake's socket or slot). */
 export interface PeerSource {
@@ -11,18 +12,23 @@ export interface PeerSource {
   readonly remotePort: number;
 }
 
+const NO_PROTOCOLS: readonly string[] = Object.freeze([]);
+
 export class UpgradeRequest<Data = unknown> {
   #query: URLSearchParams | undefined;
   #address: string;
   #port: number;
   #peer: PeerSource | null = null;
+  #headers: IncomingHttpHeaders | null;
+  /** The request head (latin1), until `headers` is first read. */
+  #head: string | null = null;
 
   constructor(
     /** The fd the connection gets if the handshake is accepted. */
     readonly fd: number,
     /** The request target, e.g. `/chat?room=1`. */
     readonly url: string,
-    readonly headers: IncomingHttpHeaders,
+    headers: IncomingHttpHeaders,
     remoteAddress: string,
     remotePort: number,
     /** Subprotocols the client offered, in its order of preference. */
@@ -32,8 +38,32 @@ export class UpgradeRequest<Data = unknown> {
     /** Per-connection user data; the hook may set it. */
     public data: Data,
   ) {
+    this.#headers = headers;
     this.#address = remoteAddress;
     this.#port = remotePort;
+  }
+
+  /** The request's header fields (lowercased names, repeats combined, as `IncomingMessage.headers`). */
+  get headers(): IncomingHttpHeaders {
+    if (this.#headers === null) {
+      // The transport wrote the 101 only for a head this parser accepts (test/handshake-fast.test.ts).
+      this.#headers = (parseRequestText(this.#head!)?.headers ?? {}) as IncomingHttpHeaders;
+      this.#head = null;
+    }
+    return this.#headers;
+  }
+
+  /**
+   * @internal A handshake the native transport answered itself: the target
+   * is read now, the header fields when first asked for.
+   */
+  static fromHead<Data>(fd: number, head: string, peer: PeerSource): UpgradeRequest<Data> {
+    // "GET " target " HTTP/1.1": the target is visible ASCII (native/handshake-fast.cc).
+    const request = new UpgradeRequest<Data>(fd, head.slice(4, head.indexOf(' ', 4)), {}, '', 0, NO_PROTOCOLS, '', undefined as Data);
+    request.#headers = null;
+    request.#head = head;
+    request.#peer = peer;
+    return request;
   }
 
   /** @internal The address is read from `peer` when first asked, not when the request is made. */

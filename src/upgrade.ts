@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from '
 import { Connection } from './connection.js';
 import { PerMessageDeflate } from './deflate.js';
 import type { Handshake } from './handshake-io.js';
+import type { Wire } from './wire.js';
 import { negotiateDeflate, parseExtensions, type DeflateAgreement } from './protocol/extensions.js';
 import { acceptResponse, checkUpgrade, rejectResponse } from './protocol/handshake.js';
 import type { RequestHead } from './protocol/http-head.js';
@@ -101,6 +102,21 @@ function accept<Data>(
   // Gone before the 101 went out: nothing was opened.
   if (wire === null) return;
   const deflate = extensions === null ? null : new PerMessageDeflate(core.deflateShared!, extensions.params);
+  const connection = establish(core, wire, request, deflate);
+  if (connection !== null) handshake.started(connection);
+}
+
+/**
+ * The connection for a handshake whose 101 is out (written here, or by the
+ * native transport itself: `listen-native.ts`), announced with `open`; null
+ * when an `open` listener threw, which closes it.
+ */
+export function establish<Data>(
+  core: ServerCore<Data>,
+  wire: Wire,
+  request: UpgradeRequest<Data>,
+  deflate: PerMessageDeflate | null,
+): Connection<Data> | null {
   const connection = new Connection<Data>(request.fd, wire, core, request.protocol, request.data, deflate);
   core.registry.add(request.fd, connection);
   core.counters.accepted++;
@@ -110,9 +126,9 @@ function accept<Data>(
   } catch (error) {
     // After the 101 this is a WebSocket: never an HTTP 500 (decide()'s catch).
     core.listenerFailed(connection, error);
-    return;
+    return null;
   }
-  handshake.started(connection);
+  return connection;
 }
 
 /** Refuses a handshake with an HTTP error (counted in `rejected`). */

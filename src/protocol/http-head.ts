@@ -121,7 +121,12 @@ const VERSION_LENGTH = VERSION_PREFIX.length + 1;
 export function parseRequestHead(head: Buffer): RequestHead | null {
   const length = head.length;
   if (length > maxHeaderSize || !endsWithBlankLine(head)) return null;
-  const text = head.toString('latin1');
+  return parseRequestText(head.toString('latin1'));
+}
+
+/** {@link parseRequestHead} of a head already read as latin1 text (its length and blank line checked). */
+export function parseRequestText(text: string): RequestHead | null {
+  const length = text.length;
   const lineEnd = text.indexOf('\r\n');
   const request = parseRequestLine(text, lineEnd);
   // The field lines run up to the blank line, the last two bytes.
