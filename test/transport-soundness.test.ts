@@ -294,3 +294,86 @@ describe('bytes handed to the app', () => {
     }
   });
 });
+
+/**
+ * The native transport reads a turn's bytes into a batch and lends a large
+ * batch to JS in its block: every view into it must read the same bytes for
+ * as long as it lives, also after the turn, when later turns have read
+ * other clients' bytes. A transport that recycled a block as soon as the
+ * batch's JS call returned would fail these (each message here is larger
+ * than the 16 KiB below which a batch is copied instead of lent). The JS
+ * transport, whose chunks are Node's own, runs them too.
+ */
+for (const nativeTransport of [true, false]) {
+  describe(`views into received bytes after their turn (nativeTransport: ${nativeTransport})`, () => {
+    const SIZE = 20_000;
+    const fill = (client: number, round: number): number => 0x21 + ((client * 7 + round) % 90);
+
+    test('a message the app keeps without reading it still holds its own bytes after later turns read other clients', async () => {
+      const kept: { fd: number; frame: { data: string | Buffer; payload: Buffer; opcode: number } }[] = [];
+      const server = await startServer({ nativeTransport }, (s) => {
+        s.on('message', (frame) => kept.push({ fd: frame.fd, frame }));
+      });
+      const clients: RawClient[] = [];
+      try {
+        for (let i = 0; i < 4; i++) clients.push(await RawClient.open(server.port));
+        const fds = [...server.connections];
+        for (let round = 0; round < 6; round++) {
+          const before = kept.length;
+          clients.forEach((client, i) => {
+            const opcode = round % 2 === 0 ? OPCODE.BINARY : OPCODE.TEXT;
+            client.send(clientFrame(opcode, Buffer.alloc(SIZE, fill(i, round))));
+          });
+          // Each round arrives in turns of its own.
+          await until(() => kept.length === before + clients.length, 5000, `round ${round} arrives`);
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+        const rounds = new Map<number, number>();
+        for (const { fd, frame } of kept) {
+          const client = fds.indexOf(fd);
+          const round = rounds.get(fd) ?? 0;
+          rounds.set(fd, round + 1);
+          const expected = Buffer.alloc(SIZE, fill(client, round));
+          const data = frame.opcode === OPCODE.TEXT ? Buffer.from(frame.data as string) : (frame.data as Buffer);
+          assert.ok(data.equals(expected), `message ${round} of client ${client} changed after its turn`);
+          assert.ok(frame.payload.equals(expected), `payload ${round} of client ${client} changed after its turn`);
+        }
+        assert.equal(kept.length, clients.length * 6);
+      } finally {
+        for (const client of clients) client.destroy();
+        await server.stop({ timeout: 100 });
+      }
+    });
+
+    test('input held while a connection is throttled is parsed after its turn as it arrived, whatever other clients sent meanwhile', async () => {
+      // maxBackpressure 1: after each echo the connection is throttled and
+      // the parser holds the rest of its chunk until the echo is out.
+      const server = await startServer({ nativeTransport, maxBackpressure: 1 });
+      const clients: RawClient[] = [];
+      try {
+        for (let i = 0; i < 4; i++) clients.push(await RawClient.open(server.port));
+        const messages = 4;
+        for (let round = 0; round < messages; round++) {
+          // Each client sends all its messages in one write: all but the
+          // first wait in the parser, past the turn that read them.
+          clients.forEach((client, i) => {
+            const frames: Buffer[] = [];
+            for (let m = 0; m < messages; m++) frames.push(clientFrame(OPCODE.BINARY, Buffer.alloc(SIZE, fill(i, round * messages + m))));
+            client.send(Buffer.concat(frames));
+          });
+          await Promise.all(clients.map((client) => client.until(() => client.frames().length === (round + 1) * messages)));
+        }
+        clients.forEach((client, i) => {
+          const frames = client.frames();
+          assert.equal(frames.length, messages * messages);
+          frames.forEach((frame, n) => {
+            assert.ok(frame.payload.equals(Buffer.alloc(SIZE, fill(i, n))), `echo ${n} of client ${i} is not what it sent`);
+          });
+        });
+      } finally {
+        for (const client of clients) client.destroy();
+        await server.stop({ timeout: 100 });
+      }
+    });
+  });
+}
