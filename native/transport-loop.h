@@ -85,6 +85,11 @@ int BoundPort(int fd);
 
 // Blocks of kDataCapacity bytes, reused: a large batch is handed to JS in
 // its block, which comes back when V8 frees the Buffer (see the binding).
+// Not sooner: views into it may outlive the batch's JS call (a message the
+// app keeps unread, whose payload is copied only when first read; input a
+// throttled parser holds), and reading the next batch into the block would
+// hand them other clients' bytes (transport-soundness.test.ts, "views into
+// received bytes after their turn").
 uint8_t* TakeBlock();
 void GiveBlock(uint8_t* block);
 
