@@ -1,5 +1,7 @@
 #include "handshake-fast.h"
 
+#include <openssl/sha.h>
+
 #include <cstring>
 
 namespace wavecast {
@@ -12,25 +14,39 @@ constexpr size_t kKeyLength = 24;
 // More field lines than this go to JS, which allows up to 1,000.
 constexpr int kMaxFieldLines = 100;
 
-// RFC 9110 5.6.2 tchar.
-bool IsTchar(uint8_t c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
+// Byte classes: RFC 9110 5.6.2 tchar, and the field value bytes taken here.
+constexpr uint8_t kTchar = 1;
+constexpr uint8_t kValue = 2;
+
+struct Classes {
+  uint8_t of[256] = {};
+  constexpr Classes() {
+    for (int c = '0'; c <= '9'; c++) of[c] |= kTchar;
+    for (int c = 'a'; c <= 'z'; c++) of[c] |= kTchar;
+    for (int c = 'A'; c <= 'Z'; c++) of[c] |= kTchar;
+    const char* extra = "!#$%&'*+-.^_`|~";
+    for (int i = 0; extra[i] != 0; i++) of[static_cast<uint8_t>(extra[i])] |= kTchar;
+    for (int c = 0x20; c <= 0x7e; c++) of[c] |= kValue;
+    of['\t'] |= kValue;
+  }
+};
+constexpr Classes kClasses;
+
+bool IsTchar(uint8_t c) { return (kClasses.of[c] & kTchar) != 0; }
 
 // Field value bytes taken here: visible ASCII, SP and HTAB. obs-text
 // (0x80-0xff) is valid HTTP but goes to JS, whose String.prototype.trim
 // would treat U+00A0 as white space.
-bool IsValueByte(uint8_t c) { return c == '\t' || (c >= 0x20 && c <= 0x7e); }
+bool IsValueByte(uint8_t c) { return (kClasses.of[c] & kValue) != 0; }
 
 bool IsOws(uint8_t c) { return c == ' ' || c == '\t'; }
 
 uint8_t Lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? static_cast<uint8_t>(c + 32) : c; }
 
 // Whether bytes [p, p + n) are `lower` (lowercase ASCII), ignoring ASCII case.
-bool Is(const uint8_t* p, size_t n, const char* lower) {
-  const size_t len = std::strlen(lower);
-  if (n != len) return false;
+template <size_t N>
+bool Is(const uint8_t* p, size_t n, const char (&lower)[N]) {
+  if (n != N - 1) return false;
   for (size_t i = 0; i < n; i++) {
     if (Lower(p[i]) != static_cast<uint8_t>(lower[i])) return false;
   }
@@ -39,7 +55,8 @@ bool Is(const uint8_t* p, size_t n, const char* lower) {
 
 // Whether a comma-separated value lists `lower`, each item trimmed of OWS
 // and compared without ASCII case (hasToken() in src/protocol/handshake.ts).
-bool HasToken(const uint8_t* v, size_t n, const char* lower) {
+template <size_t N>
+bool HasToken(const uint8_t* v, size_t n, const char (&lower)[N]) {
   size_t start = 0;
   while (start <= n) {
     size_t end = start;
@@ -92,46 +109,6 @@ void Base64(const uint8_t* in, size_t n, char* out) {
     out[o++] = '=';
     out[o++] = '=';
   }
-}
-
-uint32_t Rotl(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
-
-void Sha1Block(uint32_t h[5], const uint8_t* block) {
-  uint32_t w[80];
-  for (int t = 0; t < 16; t++) {
-    w[t] = (uint32_t{block[4 * t]} << 24) | (uint32_t{block[4 * t + 1]} << 16) | (uint32_t{block[4 * t + 2]} << 8) |
-           block[4 * t + 3];
-  }
-  for (int t = 16; t < 80; t++) w[t] = Rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
-  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-  for (int t = 0; t < 80; t++) {
-    uint32_t f;
-    uint32_t k;
-    if (t < 20) {
-      f = (b & c) | (~b & d);
-      k = 0x5a827999;
-    } else if (t < 40) {
-      f = b ^ c ^ d;
-      k = 0x6ed9eba1;
-    } else if (t < 60) {
-      f = (b & c) | (b & d) | (c & d);
-      k = 0x8f1bbcdc;
-    } else {
-      f = b ^ c ^ d;
-      k = 0xca62c1d6;
-    }
-    const uint32_t temp = Rotl(a, 5) + f + e + k + w[t];
-    e = d;
-    d = c;
-    c = Rotl(b, 30);
-    b = a;
-    a = temp;
-  }
-  h[0] += a;
-  h[1] += b;
-  h[2] += c;
-  h[3] += d;
-  h[4] += e;
 }
 
 // What a field line told: the fields the decision reads, and how often.
@@ -187,27 +164,6 @@ bool TakeField(const uint8_t* p, const uint8_t* end, Fields* f) {
 
 }  // namespace
 
-void Sha1(const uint8_t* data, size_t length, uint8_t digest[20]) {
-  uint32_t h[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
-  size_t i = 0;
-  for (; i + 64 <= length; i += 64) Sha1Block(h, data + i);
-  uint8_t tail[128] = {};
-  const size_t rest = length - i;
-  std::memcpy(tail, data + i, rest);
-  tail[rest] = 0x80;
-  const size_t tail_length = rest + 9 <= 64 ? 64 : 128;
-  const uint64_t bits = static_cast<uint64_t>(length) * 8;
-  for (int b = 0; b < 8; b++) tail[tail_length - 1 - b] = static_cast<uint8_t>(bits >> (8 * b));
-  Sha1Block(h, tail);
-  if (tail_length == 128) Sha1Block(h, tail + 64);
-  for (int w = 0; w < 5; w++) {
-    digest[4 * w] = static_cast<uint8_t>(h[w] >> 24);
-    digest[4 * w + 1] = static_cast<uint8_t>(h[w] >> 16);
-    digest[4 * w + 2] = static_cast<uint8_t>(h[w] >> 8);
-    digest[4 * w + 3] = static_cast<uint8_t>(h[w]);
-  }
-}
-
 bool FastUpgrade(const uint8_t* head, size_t length, const FastRules& rules, uint8_t* response) {
   if (length > rules.max_head || length < 16 || std::memcmp(head, "GET /", 5) != 0) return false;
   const uint8_t* const end = head + length - 2;  // the blank line's CRLF
@@ -247,8 +203,10 @@ bool FastUpgrade(const uint8_t* head, size_t length, const FastRules& rules, uin
   uint8_t keyed[kKeyLength + kGuidLength];
   std::memcpy(keyed, f.key, kKeyLength);
   std::memcpy(keyed + kKeyLength, kGuid, kGuidLength);
-  uint8_t digest[20];
-  Sha1(keyed, sizeof keyed, digest);
+  uint8_t digest[SHA_DIGEST_LENGTH];
+  // Node's own OpenSSL (its symbols are the addon's to use), as crypto.hash:
+  // with SHA extensions where the CPU has them.
+  SHA1(keyed, sizeof keyed, digest);
   static const char kStart[] =
       "HTTP/1.1 101 Switching Protocols\r\n"
       "Upgrade: websocket\r\n"

@@ -32,9 +32,6 @@ struct FastRules {
 // complete 101 response (kFastResponseLength bytes) to `response`.
 bool FastUpgrade(const uint8_t* head, size_t length, const FastRules& rules, uint8_t* response);
 
-// SHA-1 (FIPS 180-4) of `length` bytes into `digest`.
-void Sha1(const uint8_t* data, size_t length, uint8_t digest[20]);
-
 }  // namespace wavecast
 
 #endif  // WAVECAST_HANDSHAKE_FAST_H_
