@@ -57,7 +57,7 @@ $launcher "$node_arm64" --input-type=module -e "
 # Each file runs in this process (no --test): the test runner would start
 # one child per file with process.execPath, which only qemu can run.
 status=0
-for file in native mask utf8 transport transport-soundness; do
+for file in native mask utf8 transport transport-soundness handshake-fast; do
   echo "== arm64: test/$file.test.ts"
   # shellcheck disable=SC2086
   $launcher "$node_arm64" --test-reporter=spec "dist/test/$file.test.js" || status=1
