@@ -11,21 +11,25 @@
  * Grouping is a trie of frames: a connection's position is the node reached
  * by the frames it got this turn, so "same sequence" is "same node", found
  * in O(1) per frame and recipient.
+ *
+ * Native connections that get only small frames of their own (an echo, a
+ * reply) skip the trie: their frames are encoded straight into one turn
+ * buffer, as runs of bytes per connection, and the whole buffer is written
+ * with one native call at the end of the turn (`appendMessage`): no frame
+ * object, no trie node, and the payload copied once.
  */
 import { Buffer } from 'node:buffer';
-import { frameLength, type EncodedFrame } from './protocol/frame.js';
+import { frameLength, headerSize, writeHeader, encodeFrame, type EncodedFrame } from './protocol/frame.js';
 import { writableFd, writeBatch } from './native.js';
 import type { NativeWire } from './transport.js';
 import type { StreamWire, Wire } from './wire.js';
 
 /** What the batcher needs of a connection. */
 export interface Batchable {
-  /** Where this connection stands in this turn's trie; null when nothing is pending. */
+  /** Where this connection stands in this turn's trie; `IN_RUNS` in the turn buffer; null when nothing is pending. */
   batchNode: BatchNode | null;
   /** Bytes pending in this turn (not yet handed to the wire). */
   pendingBytes: number;
-  /** Writes bytes through the wire (after anything already queued there). */
-  writeOut(frames: readonly EncodedFrame[] | Buffer): void;
   readonly wire: Wire;
 }
 
@@ -76,8 +80,16 @@ const JOIN_MAX = 64 * 1024;
  */
 const JOIN_ONE_MAX = 4 * 1024;
 const EAGAIN = -11;
-/** Bytes of the buffer that carries, in one native call, the turn's frames of many connections that got their own. */
-const EACH_BYTES = 256 * 1024;
+/** Bytes of the turn buffer that carries, in one native call, the frames of many connections that got their own. */
+const RUN_BYTES = 256 * 1024;
+/** Frames up to this size go into the turn buffer (larger ones are not copied: see `JOIN_ONE_MAX`). */
+const RUN_MAX = JOIN_ONE_MAX;
+
+/**
+ * A connection's `batchNode` while all it has pending this turn is in the
+ * turn buffer's runs (never a trie node: it has no parent and no children).
+ */
+const IN_RUNS = new BatchNode(null, null, 0, 0);
 
 /** Joins frames into one buffer (or returns the single frame's buffer as is). */
 function join(frames: readonly EncodedFrame[], bytes: number): Buffer {
@@ -101,11 +113,20 @@ export class Batcher {
   private fds = new Int32Array(256);
   private handles = new Float64Array(256);
   private results = new Int32Array(256);
-  private ends = new Uint32Array(256);
-  /** Where `writeEach` groups' frames are copied (reused: the transport copies what the kernel does not take). */
-  private each: Buffer | null = null;
-  /** Native connections alone in their group with few bytes, written together at the end of the flush. */
-  private readonly alone: BatchNode[] = [];
+  /**
+   * The turn buffer: runs of bytes, each for one native connection, written
+   * with one `writeEach` (reused: the transport copies what the kernel does
+   * not take). Run i is `[runEnds[i - 1], runEnds[i])`, for `runOwners[i]`.
+   */
+  private runs: Buffer | null = null;
+  private runBytes = 0;
+  private runEnds = new Uint32Array(256);
+  private readonly runOwners: Batchable[] = [];
+  /** Some connection has more than one run (another's came between): `gather` before writing. */
+  private scattered = false;
+  /** Where `gather` copies runs to (allocated the first time it is needed). */
+  private spareRuns: Buffer | null = null;
+  private scheduled = false;
   /** A mixed group's members split by wire kind (reused between groups). */
   private readonly native: Batchable[] = [];
   private readonly streams: Batchable[] = [];
@@ -114,12 +135,78 @@ export class Batcher {
   /** Queues `frame` for `connection` behind what it already has this turn. */
   append(connection: Batchable, frame: EncodedFrame): void {
     let node = connection.batchNode;
+    if (node === IN_RUNS) {
+      const bytes = frameLength(frame);
+      if (bytes <= RUN_MAX) {
+        const at = this.reserve(connection, bytes);
+        copyFrame(frame, at, this.runs!);
+        return;
+      }
+      // A large frame is not copied: what the runs hold goes out first.
+      this.writeRuns();
+      node = null;
+    }
     if (node === null) {
       node = this.root;
-      if (this.touched.push(connection) === 1) process.nextTick(this.flushNow);
+      this.touched.push(connection);
+      this.schedule();
     }
     connection.batchNode = node.child(frame);
     connection.pendingBytes = connection.batchNode.bytes;
+  }
+
+  /**
+   * Queues a whole text or binary message of `payload` for `connection`:
+   * encoded straight into the turn buffer when the connection is native and
+   * has nothing in the trie this turn, else as `append` of its frame.
+   * Returns true: queued, as a send reports it.
+   */
+  appendMessage(connection: Batchable, opcode: number, payload: Buffer): true {
+    const length = payload.length;
+    const bytes = headerSize(length) + length;
+    const node = connection.batchNode;
+    if ((node !== null && node !== IN_RUNS) || bytes > RUN_MAX || connection.wire.handle < 0) {
+      this.append(connection, encodeFrame(opcode, payload, true));
+      return true;
+    }
+    const at = this.reserve(connection, bytes);
+    const runs = this.runs!;
+    runs.set(payload, writeHeader(runs, at, opcode, true, length));
+    return true;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    process.nextTick(this.flushNow);
+  }
+
+  /**
+   * Room for `bytes` more of `connection`'s bytes at the end of the turn
+   * buffer (written first if full), behind what it already has there;
+   * returns where they go.
+   */
+  private reserve(connection: Batchable, bytes: number): number {
+    if (this.runs === null) this.runs = Buffer.allocUnsafeSlow(RUN_BYTES);
+    if (this.runBytes + bytes > RUN_BYTES) this.writeRuns();
+    const at = this.runBytes;
+    const owners = this.runOwners;
+    const count = owners.length;
+    if (count === 0 || owners[count - 1] !== connection) {
+      if (connection.batchNode === IN_RUNS) this.scattered = true;
+      else connection.batchNode = IN_RUNS;
+      if (count === this.runEnds.length) {
+        const ends = new Uint32Array(count * 2);
+        ends.set(this.runEnds);
+        this.runEnds = ends;
+      }
+      owners.push(connection);
+      if (count === 0) this.schedule();
+    }
+    this.runBytes = at + bytes;
+    this.runEnds[owners.length - 1] = this.runBytes;
+    connection.pendingBytes += bytes;
+    return at;
   }
 
   /**
@@ -129,79 +216,106 @@ export class Batcher {
   flushOne(connection: Batchable): void {
     const node = connection.batchNode;
     if (node === null) return;
+    if (node === IN_RUNS) {
+      this.writeRuns();
+      return;
+    }
     connection.batchNode = null;
     connection.pendingBytes = 0;
     const frames = node.frames();
-    connection.writeOut(node.bytes <= JOIN_ONE_MAX ? join(frames, node.bytes) : frames);
+    this.writeOut(connection, node.bytes <= JOIN_ONE_MAX ? join(frames, node.bytes) : frames);
   }
 
   /** Writes everything pending: one write per connection, one batched call per group. */
   flush(): void {
+    this.scheduled = false;
     const touched = this.touched;
-    if (touched.length === 0) return;
-    this.touched = [];
-    this.root = new BatchNode(null, null, 0, 0);
-    const leaves: BatchNode[] = [];
-    for (const connection of touched) {
-      const node = connection.batchNode;
-      if (node === null) continue;
-      connection.batchNode = null;
-      connection.pendingBytes = 0;
-      if (connection.wire.destroyed) continue;
-      if (node.members === null) {
-        node.members = [];
-        leaves.push(node);
+    if (touched.length > 0) {
+      this.touched = [];
+      this.root = new BatchNode(null, null, 0, 0);
+      const leaves: BatchNode[] = [];
+      for (const connection of touched) {
+        const node = connection.batchNode;
+        // IN_RUNS: written out since (flushOne) and in the turn buffer now.
+        if (node === null || node === IN_RUNS) continue;
+        connection.batchNode = null;
+        connection.pendingBytes = 0;
+        if (connection.wire.destroyed) continue;
+        if (node.members === null) {
+          node.members = [];
+          leaves.push(node);
+        }
+        node.members.push(connection);
       }
-      node.members.push(connection);
+      for (const leaf of leaves) {
+        const members = leaf.members!;
+        // Alone with few bytes: into the turn buffer, written below with the
+        // other runs (each connection is in one leaf, so its order holds).
+        if (members.length === 1 && leaf.bytes <= RUN_MAX && members[0].wire.handle >= 0) {
+          const at = this.reserve(members[0], leaf.bytes);
+          copyFrames(leaf, this.runs!, at);
+        } else {
+          this.writeGroup(members, leaf.frames(), leaf.bytes);
+        }
+      }
     }
-    const alone = this.alone;
-    for (const leaf of leaves) {
-      const members = leaf.members!;
-      // Each connection is in one leaf, so writing these last keeps every connection's order.
-      if (members.length === 1 && leaf.bytes <= JOIN_ONE_MAX && members[0].wire.handle >= 0) alone.push(leaf);
-      else this.writeGroup(members, leaf.frames(), leaf.bytes);
+    this.writeRuns();
+  }
+
+  /** Writes the turn buffer: each run to its connection, all in one native call. */
+  private writeRuns(): void {
+    if (this.runOwners.length === 0) return;
+    if (this.scattered) this.gather();
+    this.writeOwn(this.runOwners, this.runOwners.length);
+    this.runOwners.length = 0;
+    this.runBytes = 0;
+  }
+
+  /** Native connections that each got bytes of their own: `owners[i]` gets run i. */
+  private writeOwn(owners: readonly Batchable[], count: number): void {
+    this.ensureCapacity(count);
+    const handles = this.handles;
+    for (let i = 0; i < count; i++) {
+      const owner = owners[i];
+      owner.batchNode = null;
+      owner.pendingBytes = 0;
+      // A closed connection's handle names nothing: -1 skips it.
+      handles[i] = owner.wire.destroyed ? -1 : owner.wire.handle;
     }
-    if (alone.length > 0) {
-      this.writeAlone(alone);
-      alone.length = 0;
+    owners[0].wire.transport!.binding.writeEach(handles, this.runEnds, count, this.runs!, this.results);
+    const results = this.results;
+    for (let i = 0; i < count; i++) {
+      // -1: the connection failed (its close event follows) or was closed.
+      if (results[i] >= 0) (owners[i].wire as NativeWire).queued = results[i];
     }
   }
 
   /**
-   * Native connections that each got frames of their own (echo, replies): their
-   * bytes copied one after another into one buffer and written with one
-   * native call, not one call and one joined buffer per connection.
+   * Some connection got runs with another's in between (pushes to A, B, A):
+   * copies each connection's runs together, in order, so it gets one write.
    */
-  private writeAlone(leaves: readonly BatchNode[]): void {
-    const each = (this.each ??= Buffer.allocUnsafeSlow(EACH_BYTES));
-    let from = 0;
-    while (from < leaves.length) {
-      let count = 0;
-      let offset = 0;
-      while (from + count < leaves.length && offset + leaves[from + count].bytes <= EACH_BYTES) {
-        offset += leaves[from + count].bytes;
-        count++;
-      }
-      this.ensureCapacity(count);
-      const handles = this.handles;
-      const ends = this.ends;
-      offset = 0;
-      for (let i = 0; i < count; i++) {
-        const leaf = leaves[from + i];
-        copyFrames(leaf, each, offset);
-        offset += leaf.bytes;
-        ends[i] = offset;
-        handles[i] = leaf.members![0].wire.handle;
-      }
-      const transport = leaves[from].members![0].wire.transport!;
-      transport.binding.writeEach(handles, ends, count, each, this.results);
-      const results = this.results;
-      for (let i = 0; i < count; i++) {
-        // -1: the connection failed; its close event follows.
-        if (results[i] >= 0) (leaves[from + i].members![0].wire as NativeWire).queued = results[i];
-      }
-      from += count;
+  private gather(): void {
+    this.scattered = false;
+    const owners = this.runOwners;
+    const ends = this.runEnds.slice(0, owners.length);
+    const byOwner = new Map<Batchable, number[]>();
+    for (let i = 0; i < owners.length; i++) {
+      const list = byOwner.get(owners[i]);
+      if (list === undefined) byOwner.set(owners[i], [i]);
+      else list.push(i);
     }
+    const from = this.runs!;
+    const to = (this.spareRuns ??= Buffer.allocUnsafeSlow(RUN_BYTES));
+    let offset = 0;
+    let count = 0;
+    for (const [owner, list] of byOwner) {
+      for (const i of list) offset += from.copy(to, offset, i === 0 ? 0 : ends[i - 1], ends[i]);
+      owners[count] = owner;
+      this.runEnds[count++] = offset;
+    }
+    owners.length = count;
+    this.spareRuns = from;
+    this.runs = to;
   }
 
   private writeGroup(members: readonly Batchable[], frames: readonly EncodedFrame[], bytes: number): void {
@@ -217,7 +331,7 @@ export class Batcher {
       head = join(frames, bytes);
     }
     if (head === null) {
-      for (const member of members) member.writeOut(frames);
+      for (const member of members) this.writeOut(member, frames);
       return;
     }
     // A server's connections are almost always of one kind: split only a mixed group.
@@ -238,12 +352,17 @@ export class Batcher {
     }
   }
 
+  /** Hands bytes to one connection's wire (behind what it already queued), as one write where possible. */
+  private writeOut(connection: Batchable, frames: readonly EncodedFrame[] | Buffer): void {
+    if (Buffer.isBuffer(frames)) connection.wire.write(frames);
+    else connection.wire.writeFrames(frames);
+  }
+
   private ensureCapacity(count: number): void {
     if (this.fds.length >= count) return;
     this.fds = new Int32Array(count * 2);
     this.handles = new Float64Array(count * 2);
     this.results = new Int32Array(count * 2);
-    this.ends = new Uint32Array(count * 2);
   }
 
   /** Native transport connections: one call; what the kernel does not take waits in the transport. */
@@ -271,7 +390,7 @@ export class Batcher {
   ): void {
     if (writeBatch === null) {
       const out = body === null ? head : frames;
-      for (const member of members) member.writeOut(out);
+      for (const member of members) this.writeOut(member, out);
       return;
     }
     this.ensureCapacity(members.length);
@@ -284,13 +403,13 @@ export class Batcher {
       const member = members[i];
       const written = results[i];
       if (fds[i] < 0 || written === EAGAIN) {
-        member.writeOut(body === null ? head : frames);
+        this.writeOut(member, body === null ? head : frames);
       } else if (written < 0) {
         // The kernel refused the socket (peer gone); the close reports 1006.
         member.wire.destroy();
       } else {
         (member.wire as StreamWire).directBytesOut += written;
-        if (written < bytes) member.writeOut(rest(head, body, written));
+        if (written < bytes) this.writeOut(member, rest(head, body, written));
       }
     }
   }
@@ -307,6 +426,16 @@ function copyFrames(leaf: BatchNode, out: Buffer, at: number): void {
       frame[1].copy(out, end - frame[1].length);
       frame[0].copy(out, end - frame[1].length - frame[0].length);
     }
+  }
+}
+
+/** Copies one frame into `out` at `at`. */
+function copyFrame(frame: EncodedFrame, at: number, out: Buffer): void {
+  if (Buffer.isBuffer(frame)) {
+    out.set(frame, at);
+  } else {
+    out.set(frame[0], at);
+    out.set(frame[1], at + frame[0].length);
   }
 }
 

@@ -15,7 +15,7 @@ import { WebSocketError } from './errors.js';
 import { clock } from './heartbeat.js';
 import { isValidUtf8, utf8FailureOffset } from './native.js';
 import { adoptSpareParser, STOPPED_PARSER, type Parser, type ParserHandler, returnSpareParser } from './protocol/parser.js';
-import { encodeClose, encodeFrame, frameLength, type EncodedFrame } from './protocol/frame.js';
+import { encodeClose, encodeFrame, frameLength, headerSize, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
 import type { Wire, WireSink } from './wire.js';
 
@@ -194,12 +194,6 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     this.owner.batcher.append(this, frame);
   }
 
-  /** Batchable: hands bytes to the wire, as one write where possible. */
-  writeOut(frames: readonly EncodedFrame[] | Buffer): void {
-    if (Buffer.isBuffer(frames)) this.wire.write(frames);
-    else this.wire.writeFrames(frames);
-  }
-
   /**
    * Sends a data or control frame. Returns false when the connection is not
    * open, or when the message was dropped for backpressure. A data frame with
@@ -231,6 +225,14 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     if (fin) this.messagesOut++;
     else this.flags |= Flag.FRAGMENTING;
     return true;
+  }
+
+  /** `send` of a whole text or binary message as its payload, which the batcher may encode straight into its turn buffer. */
+  sendMessage(opcode: number, payload: Buffer): boolean {
+    if (this.deferred !== null || this.flags & Flag.FRAGMENTING) return this.send(opcode, encodeFrame(opcode, payload), true);
+    if (this.state !== ReadyState.OPEN || this.refuse(headerSize(payload.length) + payload.length)) return false;
+    this.messagesOut++;
+    return this.owner.batcher.appendMessage(this, opcode, payload);
   }
 
   /**
@@ -430,7 +432,6 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   // --- ParserHandler -----------------------------------------------------------
 
   onMessage(opcode: number, payload: Buffer, inPlace = false): void {
-    this.messagesIn++;
     this.owner.onMessage(this, opcode, payload, inPlace);
     this.checkBackpressure();
   }

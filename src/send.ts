@@ -113,6 +113,7 @@ export function push<Data>(
   if (whole && connection.deflate !== null && wantsCompression(core, payload, compress)) {
     return connection.sendCompressed(opcode, payload);
   }
+  if (whole && typeof payload !== 'string') return connection.sendMessage(opcode, payload);
   return connection.send(opcode, encodeFrame(opcode, payload, finish), finish);
 }
 

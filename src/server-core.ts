@@ -185,6 +185,7 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
 
   onMessage(connection: Connection, opcode: number, payload: Buffer, inPlace: boolean): void {
     this.counters.messagesIn++;
+    connection.messagesIn++;
     try {
       // A view into a native batch also holds other connections' bytes (a
       // payload read in place always is one: the batch holds its header too;

@@ -373,20 +373,21 @@ describe('topics', () => {
 
 /**
  * Counts writes per fd by wrapping the ways the batcher hands a connection
- * its bytes: `Connection.writeOut` (one wire write, or several under one
- * cork, which libuv sends as one writev) and the batched group writes
- * (`writeNative` for native transport slots, `writeStreams` for Node sockets:
- * one sendmsg per member; `writeAlone` for native slots that each got bytes
- * of their own: one write per leaf's member). Inside a group write, a member's `writeOut` of
- * what the kernel did not take is part of the same write, not another one.
+ * its bytes: `writeOut` (one wire write, or several under one cork, which
+ * libuv sends as one writev) and the batched group writes (`writeNative` for
+ * native transport slots, `writeStreams` for Node sockets: one sendmsg per
+ * member; `writeOwn` for native slots that each got bytes of their own: one
+ * write per run). Inside a group write, a member's `writeOut` of what the
+ * kernel did not take is part of the same write, not another one.
  */
 function spyWrites(): { count(fd: number): number; reset(): void; restore(): void } {
-  const proto = Connection.prototype;
   type Group = (this: Batcher, members: readonly Connection[], ...rest: unknown[]) => void;
-  type Alone = (this: Batcher, leaves: readonly { members: Connection[] }[]) => void;
-  const batcher = Batcher.prototype as unknown as Record<'writeNative' | 'writeStreams', Group> & Record<'writeAlone', Alone>;
-  const { writeOut } = proto;
-  const { writeNative, writeStreams, writeAlone } = batcher;
+  type Own = (this: Batcher, owners: readonly Connection[], count: number) => void;
+  type Out = (this: Batcher, connection: Connection, ...rest: unknown[]) => void;
+  const batcher = Batcher.prototype as unknown as Record<'writeNative' | 'writeStreams', Group> &
+    Record<'writeOwn', Own> &
+    Record<'writeOut', Out>;
+  const { writeNative, writeStreams, writeOwn, writeOut } = batcher;
   const counts = new Map<number, number>();
   let inGroup = false;
   const count = (fd: number): void => {
@@ -404,27 +405,27 @@ function spyWrites(): { count(fd: number): number; reset(): void; restore(): voi
     };
   batcher.writeNative = wrapGroup(writeNative);
   batcher.writeStreams = wrapGroup(writeStreams);
-  batcher.writeAlone = function (this: Batcher, leaves) {
-    for (const leaf of leaves) count(leaf.members[0]!.fd);
+  batcher.writeOwn = function (this: Batcher, owners, n) {
+    for (let i = 0; i < n; i++) count(owners[i]!.fd);
     inGroup = true;
     try {
-      writeAlone.call(this, leaves);
+      writeOwn.call(this, owners, n);
     } finally {
       inGroup = false;
     }
   };
-  proto.writeOut = function (this: Connection, frames: Parameters<Connection['writeOut']>[0]): void {
-    if (!inGroup) count(this.fd);
-    writeOut.call(this, frames);
+  batcher.writeOut = function (this: Batcher, connection, ...rest): void {
+    if (!inGroup) count(connection.fd);
+    writeOut.call(this, connection, ...rest);
   };
   return {
     count: (fd) => counts.get(fd) ?? 0,
     reset: () => counts.clear(),
     restore: () => {
-      proto.writeOut = writeOut;
+      batcher.writeOut = writeOut;
       batcher.writeNative = writeNative;
       batcher.writeStreams = writeStreams;
-      batcher.writeAlone = writeAlone;
+      batcher.writeOwn = writeOwn;
     },
   };
 }
@@ -472,6 +473,75 @@ describe('batching per tick', () => {
       } finally {
         spy.restore();
       }
+    });
+  });
+});
+
+describe('binary pushes encoded into the turn buffer', () => {
+  const bin = (text: string): Buffer => Buffer.from(text);
+
+  test('pushes that alternate between connections in one tick leave in one write per connection, in order', async () => {
+    await withServer({}, async ({ server, connect, progress }) => {
+      const [a, b, c] = [await connect(), await connect(), await connect()];
+      const spy = spyWrites();
+      try {
+        server.push(a.fd, bin('a1'), OPCODE.BINARY);
+        server.push(b.fd, bin('b1'), OPCODE.BINARY);
+        server.push(a.fd, bin('a2'), OPCODE.BINARY);
+        server.push(c.fd, bin('c1'), OPCODE.BINARY);
+        server.push(b.fd, bin('b2'), OPCODE.BINARY);
+        server.push(a.fd, bin('a3'), OPCODE.BINARY);
+        // A small shared frame joins each connection's own bytes, in order.
+        assert.equal(server.broadcast('all'), 3);
+        server.push(a.fd, bin('a4'), OPCODE.BINARY);
+        await progress.until(() => a.got.length === 5 && b.got.length === 3 && c.got.length === 2, 5000, 'the tick');
+        assert.deepEqual(texts(a), ['binary:a1', 'binary:a2', 'binary:a3', 'all', 'binary:a4']);
+        assert.deepEqual(texts(b), ['binary:b1', 'binary:b2', 'all']);
+        assert.deepEqual(texts(c), ['binary:c1', 'all']);
+        for (const peer of [a, b, c]) assert.equal(spy.count(peer.fd), 1, `fd ${peer.fd}: one write (${backend})`);
+      } finally {
+        spy.restore();
+      }
+    });
+  });
+
+  test('a large frame, a text push and a close after binary pushes in the same tick keep their order', async () => {
+    await withServer({}, async ({ server, connect, progress }) => {
+      const [a, b] = [await connect(), await connect()];
+      server.push(a.fd, bin('a1'), OPCODE.BINARY);
+      server.push(b.fd, bin('b1'), OPCODE.BINARY);
+      assert.equal(server.broadcast(numbered(7, 30 * KiB), { opcode: OPCODE.BINARY }), 2);
+      server.push(a.fd, bin('a2'), OPCODE.BINARY);
+      server.push(b.fd, 'b2');
+      server.push(b.fd, bin('b3'), OPCODE.BINARY);
+      const closed = waitFor<[number, Buffer]>(b.ws, 'close');
+      server.push(a.fd, bin('a3'), OPCODE.BINARY);
+      server.disconnect(b.fd, 4000, 'done');
+      await progress.until(() => a.got.length === 4, 5000, 'a gets everything');
+      const [code] = await closed;
+      assert.equal(code, 4000, 'the close frame came after the messages');
+      assert.equal(b.got.length, 4);
+      assert.deepEqual(texts(a).filter((t) => t.length < 100), ['binary:a1', 'binary:a2', 'binary:a3']);
+      assert.deepEqual(sequence(a.got.slice(1, 2), 30 * KiB), [7]);
+      assert.deepEqual(texts(b).filter((t) => t.length < 100), ['binary:b1', 'b2', 'binary:b3']);
+      assert.deepEqual(sequence(b.got.slice(1, 2), 30 * KiB), [7]);
+    });
+  });
+  test('a binary reply pushed by a message listener that then throws arrives before the 1011 close', async () => {
+    await withServer({}, async (session) => {
+      const { server, connect, progress } = session;
+      const a = await connect();
+      server.on('error', () => {});
+      session.onMessage = (frame) => {
+        server.push(frame.fd, bin('reply'), OPCODE.BINARY);
+        throw new Error('listener failed');
+      };
+      const closed = waitFor<[number, Buffer]>(a.ws, 'close');
+      a.ws.send('hello');
+      const [code] = await closed;
+      await progress.until(() => a.got.length === 1, 5000, 'the reply');
+      assert.deepEqual(texts(a), ['binary:reply']);
+      assert.equal(code, 1011);
     });
   });
 });
