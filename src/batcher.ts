@@ -84,6 +84,8 @@ const EAGAIN = -11;
 const RUN_BYTES = 256 * 1024;
 /** Frames up to this size go into the turn buffer (larger ones are not copied: see `JOIN_ONE_MAX`). */
 const RUN_MAX = JOIN_ONE_MAX;
+/** A range of up to this many bytes is copied by a loop: cheaper than making a view of it to copy from. */
+const COPY_LOOP_MAX = 64;
 
 /**
  * A connection's `batchNode` while all it has pending this turn is in the
@@ -156,22 +158,26 @@ export class Batcher {
   }
 
   /**
-   * Queues a whole text or binary message of `payload` for `connection`:
-   * encoded straight into the turn buffer when the connection is native and
-   * has nothing in the trie this turn, else as `append` of its frame.
-   * Returns true: queued, as a send reports it.
+   * Queues a whole text or binary message, `source[start, end)`, for
+   * `connection`: encoded straight into the turn buffer when the connection
+   * is native and has nothing in the trie this turn, else as `append` of its
+   * frame. Returns true: queued, as a send reports it.
    */
-  appendMessage(connection: Batchable, opcode: number, payload: Buffer): true {
-    const length = payload.length;
+  appendMessage(connection: Batchable, opcode: number, source: Buffer, start: number, end: number): true {
+    const length = end - start;
     const bytes = headerSize(length) + length;
     const node = connection.batchNode;
+    const whole = start === 0 && end === source.length;
     if ((node !== null && node !== IN_RUNS) || bytes > RUN_MAX || connection.wire.handle < 0) {
-      this.append(connection, encodeFrame(opcode, payload, true));
+      this.append(connection, encodeFrame(opcode, whole ? source : source.subarray(start, end), true));
       return true;
     }
     const at = this.reserve(connection, bytes);
     const runs = this.runs!;
-    runs.set(payload, writeHeader(runs, at, opcode, true, length));
+    const from = writeHeader(runs, at, opcode, true, length);
+    if (whole) runs.set(source, from);
+    else if (length <= COPY_LOOP_MAX) for (let i = 0; i < length; i++) runs[from + i] = source[start + i];
+    else runs.set(source.subarray(start, end), from);
     return true;
   }
 

@@ -61,8 +61,8 @@ export interface ConnectionOwner<Connection> {
   readonly maxBackpressure: number;
   readonly backpressure: 'drop' | 'close';
   readonly batcher: Batcher;
-  /** `inPlace`: the payload is a view into the bytes the wire delivered. */
-  onMessage(connection: Connection, opcode: number, payload: Buffer, inPlace: boolean): void;
+  /** The message is `source[start, end)`; `inPlace`: `source` is the bytes the wire delivered (see `ParserHandler`). */
+  onMessage(connection: Connection, opcode: number, source: Buffer, start: number, end: number, inPlace: boolean): void;
   onPing(connection: Connection, payload: Buffer): void;
   onPong(connection: Connection, payload: Buffer): void;
   onProtocolError(connection: Connection, error: WebSocketError): void;

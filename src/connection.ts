@@ -227,12 +227,12 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     return true;
   }
 
-  /** `send` of a whole text or binary message as its payload, which the batcher may encode straight into its turn buffer. */
-  sendMessage(opcode: number, payload: Buffer): boolean {
-    if (this.deferred !== null || this.flags & Flag.FRAGMENTING) return this.send(opcode, encodeFrame(opcode, payload), true);
-    if (this.state !== ReadyState.OPEN || this.refuse(headerSize(payload.length) + payload.length)) return false;
+  /** `send` of a whole text or binary message, `source[start, end)`, which the batcher may encode straight into its turn buffer. */
+  sendMessage(opcode: number, source: Buffer, start: number, end: number): boolean {
+    if (this.deferred !== null || this.flags & Flag.FRAGMENTING) return this.send(opcode, encodeFrame(opcode, source.subarray(start, end)), true);
+    if (this.state !== ReadyState.OPEN || this.refuse(headerSize(end - start) + end - start)) return false;
     this.messagesOut++;
-    return this.owner.batcher.appendMessage(this, opcode, payload);
+    return this.owner.batcher.appendMessage(this, opcode, source, start, end);
   }
 
   /**
@@ -431,8 +431,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
 
   // --- ParserHandler -----------------------------------------------------------
 
-  onMessage(opcode: number, payload: Buffer, inPlace = false): void {
-    this.owner.onMessage(this, opcode, payload, inPlace);
+  onMessage(opcode: number, source: Buffer, start: number, end: number, inPlace: boolean): void {
+    this.owner.onMessage(this, opcode, source, start, end, inPlace);
     this.checkBackpressure();
   }
 
@@ -457,7 +457,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
       this.resumeReading(Flag.PAUSED_INFLATE);
       return;
     }
-    if (message !== null) this.onMessage(opcode, message);
+    if (message !== null) this.onMessage(opcode, message, 0, message.length, false);
     if (this.inputStopped) return;
     this.resumeReading(Flag.PAUSED_INFLATE);
   }

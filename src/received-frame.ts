@@ -47,9 +47,19 @@ export interface FrameConstructor {
   readonly prototype: Frame;
 }
 
+/** Where a received message's bytes are: `sourceOf(frame)[startOf(frame), endOf(frame))` (set in the class below). */
+let sourceOf: (frame: Frame) => Buffer;
+let startOf: (frame: Frame) => number;
+let endOf: (frame: Frame) => number;
+let makeReceived: (fd: number, opcode: number, source: Buffer, start: number, end: number, shared: boolean) => Frame;
+
 class ReceivedFrame implements FrameFields {
   #decoded: string | undefined;
-  #payload: Buffer;
+  /** The payload as a Buffer, once one is made: a message read in place is only a range of `#source` until then. */
+  #payload: Buffer | null;
+  #source: Buffer;
+  #start = 0;
+  #end: number;
   #shared: boolean;
 
   constructor(
@@ -64,28 +74,46 @@ class ReceivedFrame implements FrameFields {
      */
     shared = false,
   ) {
-    this.#payload = payload;
+    this.#payload = this.#source = payload;
+    this.#end = payload.length;
     this.#shared = shared;
+  }
+
+  static {
+    sourceOf = (frame) => (frame as unknown as ReceivedFrame).#source;
+    startOf = (frame) => (frame as unknown as ReceivedFrame).#start;
+    endOf = (frame) => (frame as unknown as ReceivedFrame).#end;
+    makeReceived = (fd, opcode, source, start, end, shared) => {
+      const frame = new ReceivedFrame(fd, opcode, source, true, shared);
+      if (start !== 0 || end !== source.length) {
+        frame.#payload = null;
+        frame.#start = start;
+        frame.#end = end;
+      }
+      return frame as unknown as Frame;
+    };
   }
 
   get payload(): Buffer {
     if (this.#shared) {
       this.#shared = false;
-      const own = Buffer.allocUnsafeSlow(this.#payload.length);
-      this.#payload.copy(own);
-      this.#payload = own;
+      const own = Buffer.allocUnsafeSlow(this.#end - this.#start);
+      this.#source.copy(own, 0, this.#start, this.#end);
+      this.#payload = this.#source = own;
+      this.#start = 0;
+      this.#end = own.length;
     }
-    return this.#payload;
+    return this.bytes;
   }
 
   /** The bytes as received, for relaying and decoding without a copy. */
   get bytes(): Buffer {
-    return this.#payload;
+    return (this.#payload ??= this.#source.subarray(this.#start, this.#end));
   }
 
   get data(): string | Buffer {
     if (this.opcode !== OPCODE.TEXT) return this.payload;
-    return (this.#decoded ??= this.#payload.toString('utf8'));
+    return (this.#decoded ??= this.#source.toString('utf8', this.#start, this.#end));
   }
 
   get decoded(): boolean {
@@ -97,14 +125,17 @@ class ReceivedFrame implements FrameFields {
 export const Frame = ReceivedFrame as unknown as FrameConstructor;
 
 /**
- * @internal A received message, as the server makes it: `shared` when its
- * payload is a view of a native batch that holds other connections' bytes.
+ * @internal A received message, as the server makes it: its bytes are
+ * `source[start, end)` (no view is made until the app asks for one);
+ * `shared` when `source` is a native batch that holds other connections' bytes.
  */
-export function receivedFrame(fd: number, opcode: number, payload: Buffer, shared: boolean): Frame {
-  return new ReceivedFrame(fd, opcode, payload, true, shared) as unknown as Frame;
+export function receivedFrame(fd: number, opcode: number, source: Buffer, start: number, end: number, shared: boolean): Frame {
+  return makeReceived(fd, opcode, source, start, end, shared);
 }
 
 /** @internal A received message's bytes as they arrived (no copy): for relaying it. */
 export function bytesOf(frame: Frame): Buffer {
   return (frame as unknown as ReceivedFrame).bytes;
 }
+
+export { endOf, sourceOf, startOf };

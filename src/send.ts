@@ -10,7 +10,7 @@ import { ReadyState } from './connection-owner.js';
 import { SharedMessage } from './deflate.js';
 import { encodeFrame, type EncodedFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
-import { bytesOf, Frame } from './received-frame.js';
+import { bytesOf, endOf, Frame, sourceOf, startOf } from './received-frame.js';
 import type { ServerCore } from './server-core.js';
 import type { BroadcastOptions, PublishOptions, PushData } from './server-types.js';
 
@@ -93,6 +93,21 @@ function sendShared(connection: Connection, frame: EncodedFrame, shared: SharedM
   return connection.sendCompressed(shared.opcode, shared.payload);
 }
 
+/**
+ * `push` of a received message, whole, to a connection of this process that
+ * does not compress: its bytes are copied from where they arrived, with no
+ * view made of them. Undefined when the general path must decide.
+ */
+function relay<Data>(core: ServerCore<Data>, fd: number, frame: Frame, opcode: number): boolean | undefined {
+  const start = startOf(frame);
+  const end = endOf(frame);
+  if (end - start > core.maxPayload) return undefined;
+  const connection = core.registry.get(fd);
+  if (connection === undefined || connection.deflate !== null) return undefined;
+  if (connection.state !== ReadyState.OPEN) return false;
+  return connection.sendMessage(opcode, sourceOf(frame), start, end);
+}
+
 /** `Server.push`: see there. */
 export function push<Data>(
   core: ServerCore<Data>,
@@ -103,6 +118,10 @@ export function push<Data>(
   compress: boolean | undefined,
 ): boolean {
   opcode = resolveOpcode(data, opcode);
+  if (data instanceof Frame && finish === true && compress === undefined && (opcode === OPCODE.TEXT || opcode === OPCODE.BINARY)) {
+    const sent = relay(core, fd, data, opcode);
+    if (sent !== undefined) return sent;
+  }
   const payload = validate(core.maxPayload, data, opcode, finish);
   checkCompress(compress);
   const connection = core.registry.get(fd);
@@ -113,7 +132,7 @@ export function push<Data>(
   if (whole && connection.deflate !== null && wantsCompression(core, payload, compress)) {
     return connection.sendCompressed(opcode, payload);
   }
-  if (whole && typeof payload !== 'string') return connection.sendMessage(opcode, payload);
+  if (whole && typeof payload !== 'string') return connection.sendMessage(opcode, payload, 0, payload.length);
   return connection.send(opcode, encodeFrame(opcode, payload, finish), finish);
 }
 

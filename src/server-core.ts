@@ -183,15 +183,15 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
 
   // --- ConnectionOwner --------------------------------------------------------------
 
-  onMessage(connection: Connection, opcode: number, payload: Buffer, inPlace: boolean): void {
+  onMessage(connection: Connection, opcode: number, source: Buffer, start: number, end: number, inPlace: boolean): void {
     this.counters.messagesIn++;
     connection.messagesIn++;
     try {
       // A view into a native batch also holds other connections' bytes (a
       // payload read in place always is one: the batch holds its header too;
       // `.buffer` is a slow call, so it is asked only of the other payloads).
-      const shared = connection.wire.handle >= 0 && (inPlace || payload.length !== payload.buffer.byteLength);
-      this.events.emit('message', receivedFrame(connection.fd, opcode, payload, shared));
+      const shared = connection.wire.handle >= 0 && (inPlace || source.length !== source.buffer.byteLength);
+      this.events.emit('message', receivedFrame(connection.fd, opcode, source, start, end, shared));
     } catch (error) {
       this.listenerFailed(connection, error);
     }

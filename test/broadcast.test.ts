@@ -527,6 +527,27 @@ describe('binary pushes encoded into the turn buffer', () => {
       assert.deepEqual(sequence(b.got.slice(1, 2), 30 * KiB), [7]);
     });
   });
+  test('received messages pushed back as they are arrive byte-identical at every size around the copy thresholds', async () => {
+    await withServer({}, async (session) => {
+      const { server, connect, progress } = session;
+      session.onMessage = (frame) => {
+        assert.equal(server.push(frame.fd, frame), true);
+      };
+      const a = await connect();
+      const sizes = [0, 1, 63, 64, 65, 125, 126, 1000, 4090, 4096, 5000, 70_000];
+      const sent = sizes.map((size, n) => Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + n * 13) & 0xff)));
+      // Sent together, so the server reads them from one chunk, at offsets other than 0.
+      for (const message of sent) a.ws.send(message);
+      a.ws.send('text ✓');
+      await progress.until(() => a.got.length === sent.length + 1, 5000, 'every echo');
+      sent.forEach((message, i) => {
+        assert.ok(a.got[i]!.binary, `message ${i} is binary`);
+        assert.ok(a.got[i]!.data.equals(message), `message ${i} (${message.length} bytes) came back as sent`);
+      });
+      assert.deepEqual(texts(a).at(-1), 'text ✓');
+    });
+  });
+
   test('a binary reply pushed by a message listener that then throws arrives before the 1011 close', async () => {
     await withServer({}, async (session) => {
       const { server, connect, progress } = session;

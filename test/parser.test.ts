@@ -18,8 +18,8 @@ type Event =
 
 class Recorder implements ParserHandler {
   events: Event[] = [];
-  onMessage(opcode: number, payload: Buffer): void {
-    this.events.push(['message', opcode, payload.toString('hex')]);
+  onMessage(opcode: number, source: Buffer, start: number, end: number): void {
+    this.events.push(['message', opcode, source.toString('hex', start, end)]);
   }
   onPing(payload: Buffer): void {
     this.events.push(['ping', payload.toString('hex')]);
@@ -265,8 +265,8 @@ describe('parser: memory', () => {
     const recorder = new Recorder();
     const parser = new Parser(recorder, 1 << 20);
     let payload: Buffer | null = null;
-    recorder.onMessage = (_opcode, p) => {
-      payload = p;
+    recorder.onMessage = (_opcode, source, start, end) => {
+      payload = source.subarray(start, end);
     };
     const fragments = 20_000;
     parser.write(masked(2, Buffer.from([0]), { fin: false }));
@@ -285,8 +285,8 @@ describe('parser: memory', () => {
     const recorder = new Recorder();
     const parser = new Parser(recorder, 1 << 20);
     let payload: Buffer | null = null;
-    recorder.onMessage = (_opcode, p) => {
-      payload = p;
+    recorder.onMessage = (_opcode, source, start, end) => {
+      payload = source.subarray(start, end);
     };
     const chunk = Buffer.alloc(64 * 1024);
     const first = masked(2, 'ab', { fin: false });

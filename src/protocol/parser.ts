@@ -6,7 +6,7 @@
  * `onError` and every later byte is ignored.
  *
  * Memory: a message whose only frame lies whole in one chunk is unmasked in
- * place and handed over as a view of that chunk. Anything else is copied,
+ * place and handed over as a range of that chunk. Anything else is copied,
  * unmasked on the way, into one buffer sized from the frame headers, so a
  * message costs about its own size however many fragments it came in (a
  * flood of tiny fragments keeps no per-fragment objects or chunk views alive).
@@ -24,9 +24,14 @@ import { OPCODE } from './opcode.js';
 
 /** What the parser reports to. Payload buffers are the handler's to keep. */
 export interface ParserHandler {
-  /** A whole data message: `opcode` is `OPCODE.TEXT` (valid UTF-8) or `OPCODE.BINARY`. */
-  /** `inPlace`: the payload is a view into the chunk given to `write` (not a buffer of the parser's own). */
-  onMessage(opcode: number, payload: Buffer, inPlace: boolean): void;
+  /**
+   * A whole data message, `source[start, end)`: `opcode` is `OPCODE.TEXT`
+   * (valid UTF-8) or `OPCODE.BINARY`. `inPlace`: `source` is the chunk given
+   * to `write` (no view is made of it here: the handler makes one if it needs
+   * one); otherwise it is a buffer of the message's own, `start` 0 and `end`
+   * its length.
+   */
+  onMessage(opcode: number, source: Buffer, start: number, end: number, inPlace: boolean): void;
   onPing(payload: Buffer): void;
   onPong(payload: Buffer): void;
   /** A valid close frame; `code` is 1005 when it carried no status. */
@@ -357,8 +362,9 @@ export class Parser {
       }
     }
     if (!this.fin) return;
-    let payload: Buffer;
-    let inPlace = false;
+    // Read in place: the handler gets the chunk and the range, no view.
+    const inPlace = this.message === null && buf !== null && end > start;
+    let payload = inPlace ? buf! : EMPTY;
     if (this.message !== null) {
       // A buffer grown by doubling can be twice the message: a message the
       // app keeps should cost its own size, so a loose one is trimmed.
@@ -368,16 +374,17 @@ export class Parser {
       }
       // The message ended inside a code point: the first missing byte is the bad one.
       if (this.messageOpcode === OPCODE.TEXT && this.utf8State !== 0) return this.fail('INVALID_UTF8', this.messageLength);
-    } else {
-      inPlace = buf !== null && end > start;
-      payload = inPlace ? buf!.subarray(start, end) : EMPTY;
+      start = 0;
+      end = payload.length;
+    } else if (!inPlace) {
+      start = end = 0;
     }
     const messageOpcode = this.messageOpcode;
     this.messageOpcode = 0;
     this.message = null;
     this.messageLength = 0;
     this.utf8State = 0;
-    this.handler.onMessage(messageOpcode, payload, inPlace);
+    this.handler.onMessage(messageOpcode, payload, start, end, inPlace);
   }
 
   /** A frame of a compressed message is complete: hand it over as it is, one frame at a time. */
