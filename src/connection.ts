@@ -94,8 +94,9 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     public data: Data,
     /** permessage-deflate state when it was negotiated, else null. */
     readonly deflate: PerMessageDeflate | null = null,
+    openedAt = clock(), // earlier for one that rested
   ) {
-    this.connectTime = this.lastReceive = clock();
+    this.connectTime = this.lastReceive = openedAt;
     wire.attach(this);
   }
 

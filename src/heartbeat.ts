@@ -32,7 +32,14 @@ export interface HeartbeatOptions<C extends HeartbeatTarget> {
   idleTime: number;
   /** Ping a connection quiet for this long (0 = never). */
   pingInterval: number;
+  /** The connections to look at (the awake ones, when some rest: see `wakeQuietSince`). */
   connections: () => Iterable<C>;
+  /**
+   * Wakes the resting connections (see `registry.ts`) opened at or before
+   * `time`: they have received nothing and were never pinged, so only those
+   * can be due.
+   */
+  wakeQuietSince?: (time: number) => void;
   onIdle: (connection: C) => void;
   onPing: (connection: C) => void;
 }
@@ -55,7 +62,9 @@ export class Heartbeat<C extends HeartbeatTarget> {
 
   /** One pass over all connections at time `now` (a `clock()` reading). */
   sweep(now: number): void {
-    const { idleTime, pingInterval, onIdle, onPing } = this.options;
+    const { idleTime, pingInterval, onIdle, onPing, wakeQuietSince } = this.options;
+    const due = idleTime > 0 && pingInterval > 0 ? Math.min(idleTime, pingInterval) : idleTime > 0 ? idleTime : pingInterval;
+    if (due > 0 && wakeQuietSince !== undefined) wakeQuietSince(now - due);
     for (const connection of this.options.connections()) {
       const quiet = now - connection.lastReceive;
       if (idleTime > 0 && quiet >= idleTime) {

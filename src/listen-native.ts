@@ -10,13 +10,15 @@ import type http from 'node:http';
 import { maxHeaderSize } from 'node:http';
 import type https from 'node:https';
 import type { Socket } from 'node:net';
+import { Connection } from './connection.js';
 import { NativeHandshake } from './handshake-io.js';
+import { clock } from './heartbeat.js';
 import { bindLikeNet, inheritedListenFd } from './listen-address.js';
 import type { Settings } from './options.js';
 import { hasToken } from './protocol/handshake.js';
 import { parseRequestHead } from './protocol/http-head.js';
 import type { ServerCore } from './server-core.js';
-import { NativeTransport, nativeTransportAvailable, type NativeWire } from './transport.js';
+import { NativeTransport, NativeWire, nativeTransportAvailable } from './transport.js';
 import { decide, establish } from './upgrade.js';
 import { UpgradeRequest } from './upgrade-request.js';
 
@@ -76,7 +78,9 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
     (socket as Socket & { server: unknown }).server = server;
     server.emit('connection', socket);
   };
-  const transport = new NativeTransport({ onHead, onOpen, onHttp, onBatchEnd: () => allowFastOpens(core) }, core.settings.handshakeTimeout);
+  // An event on a resting connection's slot wakes it (registry.ts).
+  const wake = (fd: number): void => void core.registry.get(fd);
+  const transport = new NativeTransport({ onHead, onOpen, onHttp, onBatchEnd: () => allowFastOpens(core), wake }, core.settings.handshakeTimeout);
   const inherited = inheritedListenFd();
   try {
     if (inherited !== null) transport.listenFd(inherited);
@@ -88,6 +92,14 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   core.transport = transport;
   watchHandshakeHooks(core);
   allowFastOpens(core);
+  core.registry.restWith({
+    park: (fd, wire) => (wire instanceof NativeWire && wire.transport === transport ? transport.park(wire, fd, clock()) : -1),
+    wake: (fd, slot) => {
+      const openedAt = transport.openedAt(slot);
+      return new Connection<Data>(fd, transport.unpark(slot), core, '', undefined as Data, null, openedAt);
+    },
+    openedAt: (slot) => transport.openedAt(slot),
+  });
   // http.Server tracks its connections (closeAllConnections, request
   // timeouts) from its 'listening' event on.
   server.emit('listening');

@@ -2,11 +2,35 @@
  * fd -> connection. fds are positive integers handed out in increasing order
  * and never reused in a server's lifetime, so a stale fd kept by an app can
  * never reach a newer client. No I/O here.
+ *
+ * A connection that has nothing of its own yet (opened, nothing received,
+ * nothing sent, no subprotocol, data or compression) can be kept resting: as
+ * a small integer (a native transport slot) instead of objects. Thousands of
+ * idle clients then cost no JS heap each, and, more than that, the burst
+ * that opens them does not grow V8's young generation (objects that survive
+ * it are what grows it). The first look at a resting connection (`get`,
+ * `values`, an event on its slot, the heartbeat when it is due) wakes it: its
+ * objects are made then, as they would have been at its opening.
  */
+
+/** How resting connections are kept and woken: the native transport's slots (see `listen-native.ts`). */
+export interface Resting<C> {
+  /** Parks the connection of `fd` on `wire`: a token (a small integer), or -1 when it cannot rest. */
+  park(fd: number, wire: unknown): number;
+  /** The connection of a token, made now (the token is spent). */
+  wake(fd: number, token: number): C;
+  /** When the connection of a token opened (a `clock()` reading): it has been quiet since. */
+  openedAt(token: number): number;
+}
+
 export class Registry<C> {
   private base = 0;
   private next = 1;
-  private readonly byFd = new Map<number, C>();
+  /** A connection, or the token of a resting one (see `Resting`). */
+  private readonly byFd = new Map<number, C | number>();
+  private resting: Resting<C> | null = null;
+  /** How many entries of `byFd` are tokens. */
+  private restingCount = 0;
 
   /**
    * Allocates from `base + 1, base + 2, ...` (the range of this process's
@@ -23,15 +47,40 @@ export class Registry<C> {
     return this.next++;
   }
 
+  /** Where connections rest from now on (null: none rests). Those resting elsewhere are woken first. */
+  restWith(resting: Resting<C> | null): void {
+    if (this.restingCount > 0) for (const _ of this.values());
+    this.resting = resting;
+  }
+
   add(fd: number, connection: C): void {
     this.byFd.set(fd, connection);
   }
 
+  /** Keeps the just-opened connection of `fd` on `wire` resting; false when it cannot (then `add` it). */
+  rest(fd: number, wire: unknown): boolean {
+    const token = this.resting !== null ? this.resting.park(fd, wire) : -1;
+    if (token < 0) return false;
+    this.byFd.set(fd, token);
+    this.restingCount++;
+    return true;
+  }
+
+  /** The connection of `fd` (woken if it was resting). */
   get(fd: number): C | undefined {
-    return this.byFd.get(fd);
+    const entry = this.byFd.get(fd);
+    return typeof entry === 'number' ? this.wake(fd, entry) : entry;
+  }
+
+  /** Whether `fd` is a connection here (resting or not), without waking it. */
+  has(fd: number): boolean {
+    return this.byFd.has(fd);
   }
 
   delete(fd: number): boolean {
+    const entry = this.byFd.get(fd);
+    if (entry === undefined) return false;
+    if (typeof entry === 'number') this.restingCount--;
     return this.byFd.delete(fd);
   }
 
@@ -39,12 +88,46 @@ export class Registry<C> {
     return this.byFd.size;
   }
 
+  /** How many connections are resting (see `Resting`). */
+  get restingSize(): number {
+    return this.restingCount;
+  }
+
   /** The fds, in the order they connected. */
   fds(): IterableIterator<number> {
     return this.byFd.keys();
   }
 
-  values(): IterableIterator<C> {
-    return this.byFd.values();
+  /** Every connection, the resting ones woken. */
+  *values(): IterableIterator<C> {
+    for (const [fd, entry] of this.byFd) {
+      // Replacing the value of a key a Map iteration is on is safe.
+      yield typeof entry === 'number' ? this.wake(fd, entry) : entry;
+    }
+  }
+
+  /** The connections that are not resting. */
+  *awake(): IterableIterator<C> {
+    if (this.restingCount === 0) {
+      yield* this.byFd.values() as IterableIterator<C>;
+      return;
+    }
+    for (const entry of this.byFd.values()) if (typeof entry !== 'number') yield entry;
+  }
+
+  /** Wakes the resting connections opened at or before `time` (a `clock()` reading): the heartbeat's due ones. */
+  wakeQuietSince(time: number): void {
+    if (this.restingCount === 0) return;
+    const resting = this.resting!;
+    for (const [fd, entry] of this.byFd) {
+      if (typeof entry === 'number' && resting.openedAt(entry) <= time) this.wake(fd, entry);
+    }
+  }
+
+  private wake(fd: number, token: number): C {
+    const connection = this.resting!.wake(fd, token);
+    this.byFd.set(fd, connection);
+    this.restingCount--;
+    return connection;
   }
 }

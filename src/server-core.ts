@@ -96,7 +96,8 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
     this.deflateShared = settings.deflate === null ? null : new DeflateShared(settings.deflate, this.maxPayload);
     this.heartbeat = new Heartbeat({
       ...settings.heartbeat,
-      connections: () => this.registry.values(),
+      connections: () => this.registry.awake(),
+      wakeQuietSince: (time) => this.registry.wakeQuietSince(time),
       onIdle: (connection) => connection.expire(CloseCode.GOING_AWAY, 'idle timeout'),
       onPing: (connection) => connection.send(OPCODE.PING, HEARTBEAT_PING, true),
     });

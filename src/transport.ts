@@ -52,6 +52,8 @@ export interface TransportHandler {
   onBatchEnd?(): void;
   /** A connection that is not a WebSocket handshake, as a socket for Node's http.Server. */
   onHttp(socket: Socket): void;
+  /** An event came for the resting connection of `fd` (see `park`): wake it, so its slot has a wire again. */
+  wake?(fd: number): void;
 }
 
 const NO_PEER: readonly [string, number] = Object.freeze(['', 0] as [string, number]);
@@ -189,6 +191,14 @@ export class NativeTransport {
   private readonly wires: (NativeWire | undefined)[] = [];
   /** Callbacks waiting for a wire's queue to empty (few: a drop's and a throttle's), kept here, not per wire. */
   private readonly drainWaiters = new Map<NativeWire, (() => void)[]>();
+  /**
+   * Resting connections by slot (see `park`): their fd (0: the slot does
+   * not rest), handle and opening time. Numbers in typed arrays, so an idle
+   * connection keeps no object of its own on the JS heap.
+   */
+  private restFd = new Float64Array(0);
+  private restHandle = new Float64Array(0);
+  private restSince = new Float64Array(0);
   private sweepTimer: NodeJS.Timeout | null = null;
   private listenPort = 0;
   private closed = false;
@@ -292,9 +302,63 @@ export class NativeTransport {
     if (this.closed) return;
     this.closed = true;
     this.closeListener();
+    for (let slot = 0; slot < this.restFd.length; slot++) if (this.restFd[slot] > 0) this.wakeSlot(slot);
     this.binding.close();
     const wires = this.wires.splice(0);
     for (const wire of wires) if (wire !== undefined && !wire.destroyed) wire.closed();
+  }
+
+  /**
+   * @internal Lets an open connection's slot rest: JS forgets its wire
+   * (`fd`, the handle and `since`, the opening time, are kept as numbers)
+   * until an event comes for the slot, which asks `handler.wake(fd)` to make
+   * its objects again (with `unpark`). Returns the slot, or -1 when the wire
+   * is not this transport's live one.
+   */
+  park(wire: NativeWire, fd: number, since: number): number {
+    const slot = wire.slot;
+    if (this.closed || wire.destroyed || this.wires[slot] !== wire || !(fd > 0)) return -1;
+    if (slot >= this.restFd.length) this.growRest(slot + 1);
+    this.wires[slot] = undefined;
+    this.restFd[slot] = fd;
+    this.restHandle[slot] = wire.handle;
+    this.restSince[slot] = since;
+    return slot;
+  }
+
+  /** @internal When a resting slot's connection opened (see `park`). */
+  openedAt(slot: number): number {
+    return this.restSince[slot];
+  }
+
+  /** @internal A resting slot's wire, made anew: the slot no longer rests. */
+  unpark(slot: number): NativeWire {
+    const handle = this.restHandle[slot];
+    this.restFd[slot] = 0;
+    const wire = new NativeWire(this, slot, (handle - slot) / SLOTS);
+    this.wires[slot] = wire;
+    return wire;
+  }
+
+  private growRest(need: number): void {
+    const size = Math.max(need, 1024, this.restFd.length * 2);
+    const grow = (from: Float64Array): Float64Array<ArrayBuffer> => {
+      const to = new Float64Array(size);
+      to.set(from);
+      return to;
+    };
+    this.restFd = grow(this.restFd);
+    this.restHandle = grow(this.restHandle);
+    this.restSince = grow(this.restSince);
+  }
+
+  /** The wire of a slot that rested as `handle`, woken by the handler; undefined if it does not rest as that. */
+  private wakeSlot(slot: number, handle = this.restHandle[slot]): NativeWire | undefined {
+    if (slot >= this.restFd.length || this.restFd[slot] === 0 || this.restHandle[slot] !== handle) return undefined;
+    this.handler.wake?.(this.restFd[slot]);
+    // Woken by its server; without one, the wire has no sink and the events go nowhere, as for a forgotten slot.
+    if (this.restFd[slot] !== 0) this.unpark(slot);
+    return this.wires[slot];
   }
 
   private forget(wire: NativeWire): void {
@@ -337,11 +401,15 @@ export class NativeTransport {
       let wire = wires[slot];
       if (type === EV_HEAD || type === EV_OPEN) {
         // The transport reuses a slot only after its CLOSE was delivered.
-        if (wire !== undefined) throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
+        if (wire !== undefined || (slot < this.restFd.length && this.restFd[slot] !== 0)) {
+          throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
+        }
         wire = new NativeWire(this, slot, generation);
         wires[slot] = wire;
       } else if (wire === undefined || wire.handle !== generation * SLOTS + slot) {
-        continue; // a connection JS already forgot (rejected or released)
+        // A resting connection wakes; else one JS already forgot (rejected or released).
+        wire = wire === undefined ? this.wakeSlot(slot, generation * SLOTS + slot) : undefined;
+        if (wire === undefined) continue;
       }
       // One event's failure (a throwing 'close' listener) must not lose the
       // rest of the batch: it is rethrown afterwards, as an uncaught exception.

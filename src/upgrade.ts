@@ -103,13 +103,15 @@ function accept<Data>(
   if (wire === null) return;
   const deflate = extensions === null ? null : new PerMessageDeflate(core.deflateShared!, extensions.params);
   const connection = establish(core, wire, request, deflate);
+  // A resting connection is native: its bytes after the head are still in the kernel.
   if (connection !== null) handshake.started(connection);
 }
 
 /**
  * The connection for a handshake whose 101 is out (written here, or by the
  * native transport itself: `listen-native.ts`), announced with `open`; null
- * when an `open` listener threw, which closes it.
+ * when it rests (native, nothing of its own: no objects until it is used,
+ * see `registry.ts`) or when an `open` listener threw, which closes it.
  */
 export function establish<Data>(
   core: ServerCore<Data>,
@@ -117,15 +119,18 @@ export function establish<Data>(
   request: UpgradeRequest<Data>,
   deflate: PerMessageDeflate | null,
 ): Connection<Data> | null {
-  const connection = new Connection<Data>(request.fd, wire, core, request.protocol, request.data, deflate);
-  core.registry.add(request.fd, connection);
+  const fd = request.fd;
+  const rests = deflate === null && request.protocol === '' && request.data === undefined && core.registry.rest(fd, wire);
+  const connection = rests ? null : new Connection<Data>(fd, wire, core, request.protocol, request.data, deflate);
+  if (connection !== null) core.registry.add(fd, connection);
   core.counters.accepted++;
-  core.router?.opened(request.fd);
+  core.router?.opened(fd);
   try {
-    core.events.emit('open', request.fd, request);
+    core.events.emit('open', fd, request);
   } catch (error) {
     // After the 101 this is a WebSocket: never an HTTP 500 (decide()'s catch).
-    core.listenerFailed(connection, error);
+    const failed = connection ?? core.registry.get(fd);
+    if (failed !== undefined) core.listenerFailed(failed, error);
     return null;
   }
   return connection;

@@ -22,6 +22,7 @@ import WebSocket from 'ws';
 import { backend, OPCODE, Server, type ServerOptions } from '../src/index.js';
 import {
   clientFrame,
+  closeEvent,
   nodeCommand,
   parseFrames,
   RawClient,
@@ -31,6 +32,7 @@ import {
   waitFor,
 } from './helpers.js';
 import { OPENSSL, requireProgram, skipWithout } from './programs.js';
+import { coreOf } from '../src/server-core.js';
 
 /** Why the suite cannot run here, or false when a default server runs on the native transport. */
 async function nativeUnavailable(): Promise<string | false> {
@@ -780,6 +782,104 @@ describe('native transport', { skip }, () => {
         } finally {
           ws.terminate();
         }
+      });
+    });
+  });
+
+  describe('resting connections', () => {
+    // An idle connection with nothing of its own keeps no objects (src/registry.ts):
+    // each thing that needs it wakes it, and it behaves as if it had never rested.
+    test('idle clients rest until a message, a push, their close or stop() wakes them; each open gets one close', async () => {
+      const opens: number[] = [];
+      const restingAtOpen: number[] = [];
+      const closes = new Map<number, string[]>();
+      const started = Date.now();
+      await withServer({}, (s) => {
+        s.on('open', (fd) => {
+          opens.push(fd);
+          restingAtOpen.push(coreOf(s).registry.restingSize);
+        });
+        s.on('close', (fd, code, _reason, wasClean) => closes.set(fd, [...(closes.get(fd) ?? []), `${code} ${wasClean}`]));
+      }, async (server) => {
+        const registry = coreOf(server).registry;
+        const clients: RawClient[] = [];
+        for (let i = 0; i < 5; i++) clients.push(await RawClient.open(server.port));
+        await pollUntil(() => opens.length === 5, 5000, 'five opens');
+        assert.deepEqual(restingAtOpen, [1, 2, 3, 4, 5], 'each connection rests from its open on');
+        assert.equal(registry.restingSize, 5);
+        assert.deepEqual([...server.connections], opens);
+        const [a, b, c, d, e] = clients;
+
+        // A message wakes its connection only; the echo goes to its client.
+        await echoes(a, 'hello from a');
+        assert.equal(registry.restingSize, 4);
+        // A push to a resting connection reaches its client and no other.
+        assert.equal(server.push(opens[1], 'to b'), true);
+        await b.until(() => b.frames().length === 1);
+        assert.equal(b.frames()[0].payload.toString(), 'to b');
+        assert.equal(registry.restingSize, 3);
+        // What a resting connection reports is what it would have without resting.
+        const info = server.getClientInfo(opens[4])!;
+        assert.ok(info.connectTime >= started && info.connectTime <= Date.now(), `connectTime ${info.connectTime}`);
+        assert.equal(info.lastReceiveTime, info.connectTime);
+        assert.equal(info.remotePort, e.socket.localPort);
+        assert.equal(info.messagesIn + info.messagesOut, 0);
+        assert.equal(registry.restingSize, 2);
+        // A client that leaves while resting: one close, 1006.
+        const cGone = closeEvent(server, opens[2]);
+        c.destroy();
+        assert.deepEqual(await cGone, [1006, '', false]);
+        // A close frame from a resting client: a clean close.
+        const dGone = closeEvent(server, opens[3]);
+        const payload = Buffer.alloc(2);
+        payload.writeUInt16BE(1000);
+        d.send(clientFrame(OPCODE.CLOSE, payload));
+        assert.deepEqual(await dGone, [1000, '', true]);
+        assert.equal(registry.restingSize, 0);
+        for (const client of [a, b, e]) assert.equal(client.frames().filter((f) => f.opcode !== OPCODE.CLOSE).length, client === e ? 0 : 1);
+      });
+      assert.deepEqual([...closes.keys()].sort((x, y) => x - y), opens);
+      for (const fd of opens) assert.equal(closes.get(fd)!.length, 1, `one close for fd ${fd}`);
+      assert.match(closes.get(opens[4])![0], /^1001 /, 'stop() closed the one still resting');
+    });
+
+    test('stop() closes resting clients with 1001', async () => {
+      const server = await startServer();
+      const client = await RawClient.open(server.port);
+      await pollUntil(() => coreOf(server).registry.size === 1, 5000, 'the open');
+      assert.equal(coreOf(server).registry.restingSize, 1);
+      const stopped = server.stop({ timeout: 2000 });
+      const { code } = await client.closeFrame();
+      assert.equal(code, 1001);
+      client.destroy();
+      await stopped;
+    });
+
+    test('a resting client is pinged when due, and closed when it never answers', async () => {
+      await withServer({ pingInterval: 150, heartbeatIdleTime: 500 }, undefined, async (server) => {
+        const fdClosed = waitFor<[number, number, string, boolean]>(server, 'close', 5000);
+        const client = await RawClient.open(server.port);
+        await client.until(() => client.frames().some((f) => f.opcode === OPCODE.PING), 3000);
+        const [, code, reason] = await fdClosed;
+        assert.deepEqual([code, reason], [1001, 'idle timeout']);
+        client.destroy();
+      });
+    });
+
+    test('a connection with a subprotocol or data does not rest', async () => {
+      const resting: number[] = [];
+      await withServer<{ n: number }>({ subprotocols: ['chat'] }, (s) => {
+        s.on('handshake', (request, response) => {
+          if (request.url === '/data') response.data = { n: 1 };
+        });
+        s.on('open', () => resting.push(coreOf(s).registry.restingSize));
+      }, async (server) => {
+        const withProtocol = await RawClient.open(server.port, '/', { 'Sec-WebSocket-Protocol': 'chat' });
+        const withData = await RawClient.open(server.port, '/data');
+        const plain = await RawClient.open(server.port, '/');
+        await pollUntil(() => resting.length === 3, 5000, 'three opens');
+        assert.deepEqual(resting, [0, 0, 1]);
+        for (const client of [withProtocol, withData, plain]) client.destroy();
       });
     });
   });
