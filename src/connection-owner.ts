@@ -71,4 +71,6 @@ export interface ConnectionOwner<Connection> {
   onDropped(connection: Connection, bytes: number): void;
   /** A connection that had messages dropped has an empty queue again. */
   onDrain(connection: Connection): void;
+  /** A connection is as it was when it opened, nothing queued, pending or held: it may rest (see `registry.ts`). */
+  rest?(connection: Connection): void;
 }

@@ -20,10 +20,9 @@ import { OPCODE } from './protocol/opcode.js';
 import type { Wire, WireSink } from './wire.js';
 
 /**
- * Calls `done` once nothing of the connection is queued in user space: while
- * the wire holds bytes it calls back when they are out; bytes still pending
- * in this turn's batch are looked at again on the next turn. Never for a
- * closed connection. Costs nothing on connections that never wait.
+ * Calls `done` once nothing of the connection is queued in user space: while the wire holds bytes it calls
+ * back when they are out; bytes still pending in this turn's batch are looked at again on the next turn.
+ * Never for a closed connection. Costs nothing on connections that never wait.
  */
 function whenEmpty(connection: Connection, done: (connection: Connection) => void): void {
   if (connection.state === ReadyState.CLOSED) return;
@@ -37,10 +36,9 @@ function reportDrain(connection: Connection): void {
   connection.drainReported();
 }
 /**
- * While a connection is over `maxBackpressure`, it is not read: whatever a
- * client makes the server write on its own (pongs, close replies, an app's
- * echo) stops growing the queue once the client stops reading. Reading
- * resumes when everything queued has left user space.
+ * While a connection is over `maxBackpressure`, it is not read: whatever a client makes the server write on
+ * its own (pongs, close replies, an app's echo) stops growing the queue once the client stops reading.
+ * Reading resumes when everything queued has left user space.
  */
 function unthrottle(connection: Connection): void {
   connection.unthrottle();
@@ -52,10 +50,9 @@ function onCloseTimeout(connection: Connection): void {
 const NO_DATA = Buffer.alloc(0);
 
 /**
- * State held per connection. Budget: the 21 fields below (192 bytes on a
- * 64-bit heap), the wire (a native slot: 6 fields; or a `net.Socket`), and
- * no parser, closures or timers while idle: a parser only inside a message
- * (see `adoptSpareParser`), a `Closing` and its timer only during a close.
+ * State held per connection. Budget: the 21 fields below (192 bytes on a 64-bit heap), the wire (a native
+ * slot: 6 fields; or a `net.Socket`), and no parser, closures or timers while idle: a parser only inside a
+ * message (see `adoptSpareParser`), a `Closing` and its timer only during a close; none while resting.
  */
 export class Connection<Data = unknown> implements ParserHandler, Batchable, WireSink {
   state: number = ReadyState.OPEN;
@@ -130,6 +127,9 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     // Between messages again: the parser goes back to being the spare.
     if (this.parser === parser && returnSpareParser(parser)) this.parser = null;
     this.checkBackpressure();
+    // Only pings and pongs so far, nothing going on or held: it may rest again (registry.ts). (`closing`, `waiting`, `deferred` imply a flag, a message or `deflate`.)
+    if (this.parser === null && this.flags === 0 && this.state === ReadyState.OPEN && this.batchNode === null && this.topics === null && this.deflate === null &&
+      this.messagesIn + this.messagesOut + this.pendingBytes + this.wire.queued === 0 && this.protocol === '' && this.data === undefined) this.owner.rest?.(this);
   }
 
   /** This connection's parser, the spare one adopted if it has none. */

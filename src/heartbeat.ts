@@ -35,9 +35,9 @@ export interface HeartbeatOptions<C extends HeartbeatTarget> {
   /** The connections to look at (the awake ones, when some rest: see `wakeQuietSince`). */
   connections: () => Iterable<C>;
   /**
-   * Wakes the resting connections (see `registry.ts`) opened at or before
-   * `time`: they have received nothing and were never pinged, so only those
-   * can be due.
+   * Wakes the resting connections (see `registry.ts`) quiet since `time` or
+   * before: one rests only after it received something, and no ping waits
+   * for its answer, so only those can be due.
    */
   wakeQuietSince?: (time: number) => void;
   onIdle: (connection: C) => void;

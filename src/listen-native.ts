@@ -93,12 +93,19 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   watchHandshakeHooks(core);
   allowFastOpens(core);
   core.registry.restWith({
-    park: (fd, wire) => (wire instanceof NativeWire && wire.transport === transport ? transport.park(wire, fd, clock()) : -1),
-    wake: (fd, slot) => {
-      const openedAt = transport.openedAt(slot);
-      return new Connection<Data>(fd, transport.unpark(slot), core, '', undefined as Data, null, openedAt);
+    park: (fd, wire, connection) => {
+      if (!(wire instanceof NativeWire) || wire.transport !== transport) return -1;
+      if (connection === null) return transport.park(wire, fd, clock(), clock(), 0);
+      return transport.park(wire, fd, connection.connectTime, connection.lastReceive, connection.lastPing);
     },
-    openedAt: (slot) => transport.openedAt(slot),
+    wake: (fd, slot) => {
+      const [openedAt, lastReceive, lastPing] = transport.restedTimes(slot);
+      const connection = new Connection<Data>(fd, transport.unpark(slot), core, '', undefined as Data, null, openedAt);
+      connection.lastReceive = lastReceive;
+      connection.lastPing = lastPing;
+      return connection;
+    },
+    quietSince: (slot) => transport.quietSince(slot),
   });
   // http.Server tracks its connections (closeAllConnections, request
   // timeouts) from its 'listening' event on.

@@ -15,12 +15,16 @@
 
 /** How resting connections are kept and woken: the native transport's slots (see `listen-native.ts`). */
 export interface Resting<C> {
-  /** Parks the connection of `fd` on `wire`: a token (a small integer), or -1 when it cannot rest. */
-  park(fd: number, wire: unknown): number;
-  /** The connection of a token, made now (the token is spent). */
+  /**
+   * Parks the connection of `fd` on `wire` (`connection`: one that rests
+   * again, whose times are kept; null: one just opened): a token (a small
+   * integer), or -1 when it cannot rest.
+   */
+  park(fd: number, wire: unknown, connection: C | null): number;
+  /** The connection of a token, made now, as it was (the token is spent). */
   wake(fd: number, token: number): C;
-  /** When the connection of a token opened (a `clock()` reading): it has been quiet since. */
-  openedAt(token: number): number;
+  /** Since when the connection of a token has received nothing (a `clock()` reading). */
+  quietSince(token: number): number;
 }
 
 export class Registry<C> {
@@ -57,9 +61,15 @@ export class Registry<C> {
     this.byFd.set(fd, connection);
   }
 
-  /** Keeps the just-opened connection of `fd` on `wire` resting; false when it cannot (then `add` it). */
-  rest(fd: number, wire: unknown): boolean {
-    const token = this.resting !== null ? this.resting.park(fd, wire) : -1;
+  /**
+   * Keeps the connection of `fd` on `wire` resting: one just opened (then,
+   * on false, `add` it), or `connection`, back to nothing of its own (on
+   * false it stays as it is). Whoever asks vouches that nothing else holds
+   * `connection`: it is dropped.
+   */
+  rest(fd: number, wire: unknown, connection: C | null = null): boolean {
+    if (connection !== null && this.byFd.get(fd) !== connection) return false;
+    const token = this.resting !== null ? this.resting.park(fd, wire, connection) : -1;
     if (token < 0) return false;
     this.byFd.set(fd, token);
     this.restingCount++;
@@ -115,12 +125,12 @@ export class Registry<C> {
     for (const entry of this.byFd.values()) if (typeof entry !== 'number') yield entry;
   }
 
-  /** Wakes the resting connections opened at or before `time` (a `clock()` reading): the heartbeat's due ones. */
+  /** Wakes the resting connections quiet since `time` or before (a `clock()` reading): the heartbeat's due ones. */
   wakeQuietSince(time: number): void {
     if (this.restingCount === 0) return;
     const resting = this.resting!;
     for (const [fd, entry] of this.byFd) {
-      if (typeof entry === 'number' && resting.openedAt(entry) <= time) this.wake(fd, entry);
+      if (typeof entry === 'number' && resting.quietSince(entry) <= time) this.wake(fd, entry);
     }
   }
 

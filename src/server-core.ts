@@ -247,4 +247,8 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
   onDrain(connection: Connection): void {
     if (this.events.listenerCount('drain') > 0) this.events.emit('drain', connection.fd);
   }
+
+  rest(connection: Connection): void {
+    this.registry.rest(connection.fd, connection.wire, connection as Connection<Data>);
+  }
 }

@@ -56,6 +56,15 @@ export interface TransportHandler {
   wake?(fd: number): void;
 }
 
+// Fields of a resting slot in `NativeTransport.rest`.
+const REST_FD = 0;
+const REST_HANDLE = 1;
+const REST_OPENED = 2;
+const REST_RECEIVED = 3;
+const REST_PINGED = 4;
+const REST_READ = 5;
+const REST_FIELDS = 6;
+
 const NO_PEER: readonly [string, number] = Object.freeze(['', 0] as [string, number]);
 
 /** Whether this process can run the native transport. */
@@ -192,13 +201,12 @@ export class NativeTransport {
   /** Callbacks waiting for a wire's queue to empty (few: a drop's and a throttle's), kept here, not per wire. */
   private readonly drainWaiters = new Map<NativeWire, (() => void)[]>();
   /**
-   * Resting connections by slot (see `park`): their fd (0: the slot does
-   * not rest), handle and opening time. Numbers in typed arrays, so an idle
-   * connection keeps no object of its own on the JS heap.
+   * Resting connections (see `park`), REST_FIELDS numbers per slot: fd (0:
+   * the slot does not rest), handle, opening time, last receive, last ping
+   * and bytes read. Numbers, so an idle connection keeps no object of its
+   * own on the JS heap.
    */
-  private restFd = new Float64Array(0);
-  private restHandle = new Float64Array(0);
-  private restSince = new Float64Array(0);
+  private rest = new Float64Array(0);
   private sweepTimer: NodeJS.Timeout | null = null;
   private listenPort = 0;
   private closed = false;
@@ -302,7 +310,7 @@ export class NativeTransport {
     if (this.closed) return;
     this.closed = true;
     this.closeListener();
-    for (let slot = 0; slot < this.restFd.length; slot++) if (this.restFd[slot] > 0) this.wakeSlot(slot);
+    for (let slot = 0; slot < this.rest.length / REST_FIELDS; slot++) if (this.restsAs(slot) !== 0) this.wakeSlot(slot);
     this.binding.close();
     const wires = this.wires.splice(0);
     for (const wire of wires) if (wire !== undefined && !wire.destroyed) wire.closed();
@@ -310,54 +318,66 @@ export class NativeTransport {
 
   /**
    * @internal Lets an open connection's slot rest: JS forgets its wire
-   * (`fd`, the handle and `since`, the opening time, are kept as numbers)
-   * until an event comes for the slot, which asks `handler.wake(fd)` to make
-   * its objects again (with `unpark`). Returns the slot, or -1 when the wire
-   * is not this transport's live one.
+   * (the connection's fd, times and the bytes read so far are kept as
+   * numbers) until an event comes for the slot, which asks
+   * `handler.wake(fd)` to make its objects again (with `unpark`). Returns
+   * the slot, or -1 when the wire is not this transport's live one.
    */
-  park(wire: NativeWire, fd: number, since: number): number {
+  park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number): number {
     const slot = wire.slot;
     if (this.closed || wire.destroyed || this.wires[slot] !== wire || !(fd > 0)) return -1;
-    if (slot >= this.restFd.length) this.growRest(slot + 1);
+    const at = slot * REST_FIELDS;
+    if (at >= this.rest.length) {
+      const grown = new Float64Array(Math.max(at + REST_FIELDS, 1024 * REST_FIELDS, this.rest.length * 2));
+      grown.set(this.rest);
+      this.rest = grown;
+    }
     this.wires[slot] = undefined;
-    this.restFd[slot] = fd;
-    this.restHandle[slot] = wire.handle;
-    this.restSince[slot] = since;
+    const rest = this.rest;
+    rest[at + REST_FD] = fd;
+    rest[at + REST_HANDLE] = wire.handle;
+    rest[at + REST_OPENED] = openedAt;
+    rest[at + REST_RECEIVED] = lastReceive;
+    rest[at + REST_PINGED] = lastPing;
+    rest[at + REST_READ] = wire.bytesRead;
     return slot;
   }
 
-  /** @internal When a resting slot's connection opened (see `park`). */
-  openedAt(slot: number): number {
-    return this.restSince[slot];
+  /** @internal A resting slot's times (see `park`): opened, last receive, last ping. */
+  restedTimes(slot: number): [openedAt: number, lastReceive: number, lastPing: number] {
+    const at = slot * REST_FIELDS;
+    return [this.rest[at + REST_OPENED], this.rest[at + REST_RECEIVED], this.rest[at + REST_PINGED]];
+  }
+
+  /** @internal Since when a resting slot has received nothing. */
+  quietSince(slot: number): number {
+    return this.rest[slot * REST_FIELDS + REST_RECEIVED];
   }
 
   /** @internal A resting slot's wire, made anew: the slot no longer rests. */
   unpark(slot: number): NativeWire {
-    const handle = this.restHandle[slot];
-    this.restFd[slot] = 0;
+    const at = slot * REST_FIELDS;
+    const handle = this.rest[at + REST_HANDLE];
+    this.rest[at + REST_FD] = 0;
     const wire = new NativeWire(this, slot, (handle - slot) / SLOTS);
+    wire.bytesRead = this.rest[at + REST_READ];
     this.wires[slot] = wire;
     return wire;
   }
 
-  private growRest(need: number): void {
-    const size = Math.max(need, 1024, this.restFd.length * 2);
-    const grow = (from: Float64Array): Float64Array<ArrayBuffer> => {
-      const to = new Float64Array(size);
-      to.set(from);
-      return to;
-    };
-    this.restFd = grow(this.restFd);
-    this.restHandle = grow(this.restHandle);
-    this.restSince = grow(this.restSince);
+  /** The fd a slot rests as, or 0. */
+  private restsAs(slot: number): number {
+    const at = slot * REST_FIELDS;
+    return at < this.rest.length ? this.rest[at + REST_FD] : 0;
   }
 
-  /** The wire of a slot that rested as `handle`, woken by the handler; undefined if it does not rest as that. */
-  private wakeSlot(slot: number, handle = this.restHandle[slot]): NativeWire | undefined {
-    if (slot >= this.restFd.length || this.restFd[slot] === 0 || this.restHandle[slot] !== handle) return undefined;
-    this.handler.wake?.(this.restFd[slot]);
+  /** The wire of a slot that rests as `handle` (any handle: undefined), woken by the handler; undefined if it does not. */
+  private wakeSlot(slot: number, handle?: number): NativeWire | undefined {
+    const fd = this.restsAs(slot);
+    if (fd === 0 || (handle !== undefined && this.rest[slot * REST_FIELDS + REST_HANDLE] !== handle)) return undefined;
+    this.handler.wake?.(fd);
     // Woken by its server; without one, the wire has no sink and the events go nowhere, as for a forgotten slot.
-    if (this.restFd[slot] !== 0) this.unpark(slot);
+    if (this.restsAs(slot) !== 0) this.unpark(slot);
     return this.wires[slot];
   }
 
@@ -401,7 +421,7 @@ export class NativeTransport {
       let wire = wires[slot];
       if (type === EV_HEAD || type === EV_OPEN) {
         // The transport reuses a slot only after its CLOSE was delivered.
-        if (wire !== undefined || (slot < this.restFd.length && this.restFd[slot] !== 0)) {
+        if (wire !== undefined || this.restsAs(slot) !== 0) {
           throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
         }
         wire = new NativeWire(this, slot, generation);

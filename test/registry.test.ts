@@ -22,7 +22,7 @@ function resting(): { registry: Registry<Fake>; woken: number[] } {
       woken.push(fd);
       return { fd, woken: true };
     },
-    openedAt: (token) => token / 10,
+    quietSince: (token) => token / 10,
   };
   registry.restWith(rest);
   return { registry, woken };
@@ -59,7 +59,7 @@ describe('registry', () => {
     assert.deepEqual([...registry.awake()].map((c) => c.fd), [1, 2, 3]);
   });
 
-  test('wakeQuietSince() wakes only the connections that opened at or before the time', () => {
+  test('wakeQuietSince() wakes only the connections quiet since the time or before', () => {
     const { registry, woken } = resting();
     for (const fd of [1, 2, 3, 4]) registry.rest(fd, 'native');
     registry.wakeQuietSince(2);

@@ -866,6 +866,33 @@ describe('native transport', { skip }, () => {
       });
     });
 
+    test('a client that answers the heartbeat rests again after each pong, keeps its times and counts, and stays open', async () => {
+      await withServer({ pingInterval: 150, heartbeatIdleTime: 500 }, undefined, async (server) => {
+        const registry = coreOf(server).registry;
+        let closed = false;
+        server.on('close', () => (closed = true));
+        const client = await RawClient.open(server.port);
+        await pollUntil(() => registry.size === 1, 5000, 'the open');
+        const fd = [...server.connections][0];
+        let pongBytes = 0;
+        for (let answered = 0; answered < 3; answered++) {
+          await client.until(() => client.frames().filter((f) => f.opcode === OPCODE.PING).length > answered, 3000);
+          assert.equal(registry.restingSize, 0, 'woken for its ping');
+          const pong = clientFrame(OPCODE.PONG, `pong ${answered}`);
+          pongBytes += pong.length;
+          client.send(pong);
+          await pollUntil(() => registry.restingSize === 1, 3000, 'the connection to rest again');
+        }
+        // Three pings answered over more than the idle time: still open.
+        assert.equal(closed, false);
+        const info = server.getClientInfo(fd)!;
+        assert.equal(info.bytesIn, pongBytes);
+        assert.ok(info.lastReceiveTime > info.connectTime, 'the last pong counts as received');
+        assert.equal(info.established, true);
+        client.destroy();
+      });
+    });
+
     test('a connection with a subprotocol or data does not rest', async () => {
       const resting: number[] = [];
       await withServer<{ n: number }>({ subprotocols: ['chat'] }, (s) => {
