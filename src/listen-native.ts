@@ -106,6 +106,7 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
       return connection;
     },
     quietSince: (slot) => transport.quietSince(slot),
+    bytes: (slot) => transport.restedBytes(slot),
   });
   // http.Server tracks its connections (closeAllConnections, request
   // timeouts) from its 'listening' event on.

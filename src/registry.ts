@@ -25,6 +25,8 @@ export interface Resting<C> {
   wake(fd: number, token: number): C;
   /** Since when the connection of a token has received nothing (a `clock()` reading). */
   quietSince(token: number): number;
+  /** Bytes the connection of a token received and sent (a resting one has no message either way). */
+  bytes(token: number): [bytesIn: number, bytesOut: number];
 }
 
 export class Registry<C> {
@@ -123,6 +125,20 @@ export class Registry<C> {
       return;
     }
     for (const entry of this.byFd.values()) if (typeof entry !== 'number') yield entry;
+  }
+
+  /** Bytes received and sent by the resting connections, summed, without waking them (for `stats()`). */
+  restingBytes(): [bytesIn: number, bytesOut: number] {
+    if (this.restingCount === 0) return [0, 0];
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const entry of this.byFd.values()) {
+      if (typeof entry !== 'number') continue;
+      const [i, o] = this.resting!.bytes(entry);
+      bytesIn += i;
+      bytesOut += o;
+    }
+    return [bytesIn, bytesOut];
   }
 
   /** Wakes the resting connections quiet since `time` or before (a `clock()` reading): the heartbeat's due ones. */

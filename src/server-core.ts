@@ -167,11 +167,15 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
   /** Counters since start, live connections included. */
   stats(): ServerStats {
     const totals = { ...this.counters };
-    for (const c of this.registry.values()) {
+    for (const c of this.registry.awake()) {
       totals.messagesOut += c.messagesOut;
       totals.bytesIn += c.bytesIn;
       totals.bytesOut += c.bytesOut;
     }
+    // Resting connections count without waking (they have sent no message).
+    const [restingIn, restingOut] = this.registry.restingBytes();
+    totals.bytesIn += restingIn;
+    totals.bytesOut += restingOut;
     return {
       backend,
       native: nativeStatus,

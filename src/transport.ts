@@ -349,6 +349,12 @@ export class NativeTransport {
     return [this.rest[at + REST_OPENED], this.rest[at + REST_RECEIVED], this.rest[at + REST_PINGED]];
   }
 
+  /** @internal A resting slot's bytes received and sent. */
+  restedBytes(slot: number): [bytesIn: number, bytesOut: number] {
+    const at = slot * REST_FIELDS;
+    return [this.rest[at + REST_READ], this.binding.bytesOut(this.rest[at + REST_HANDLE])];
+  }
+
   /** @internal Since when a resting slot has received nothing. */
   quietSince(slot: number): number {
     return this.rest[slot * REST_FIELDS + REST_RECEIVED];

@@ -23,6 +23,7 @@ function resting(): { registry: Registry<Fake>; woken: number[] } {
       return { fd, woken: true };
     },
     quietSince: (token) => token / 10,
+    bytes: (token) => [token, 2 * token],
   };
   registry.restWith(rest);
   return { registry, woken };
@@ -66,6 +67,17 @@ describe('registry', () => {
     assert.deepEqual(woken, [1, 2]);
     assert.equal(registry.restingSize, 2);
     assert.deepEqual([...registry.awake()].map((c) => c.fd), [1, 2]);
+  });
+
+  test('restingBytes() sums the resting connections without waking them', () => {
+    const { registry, woken } = resting();
+    registry.rest(1, 'native');
+    registry.add(2, { fd: 2, woken: false });
+    registry.rest(3, 'native');
+    assert.deepEqual(registry.restingBytes(), [40, 80]);
+    registry.get(1);
+    assert.deepEqual(registry.restingBytes(), [30, 60]);
+    assert.deepEqual(woken, [1]);
   });
 
   test('deleting a resting connection wakes nothing and counts it out', () => {

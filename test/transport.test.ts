@@ -808,6 +808,11 @@ describe('native transport', { skip }, () => {
         assert.deepEqual(restingAtOpen, [1, 2, 3, 4, 5], 'each connection rests from its open on');
         assert.equal(registry.restingSize, 5);
         assert.deepEqual([...server.connections], opens);
+        // stats() counts resting connections without waking them: the 101s out, nothing in.
+        const stats = server.stats();
+        assert.equal(registry.restingSize, 5);
+        assert.equal(stats.bytesIn, 0);
+        assert.equal(stats.bytesOut, clients.reduce((n, client) => n + Buffer.byteLength(client.response, 'latin1'), 0));
         const [a, b, c, d, e] = clients;
 
         // A message wakes its connection only; the echo goes to its client.
@@ -885,6 +890,8 @@ describe('native transport', { skip }, () => {
         }
         // Three pings answered over more than the idle time: still open.
         assert.equal(closed, false);
+        assert.equal(server.stats().bytesIn, pongBytes);
+        assert.equal(registry.restingSize, 1, 'stats() wakes nobody');
         const info = server.getClientInfo(fd)!;
         assert.equal(info.bytesIn, pongBytes);
         assert.ok(info.lastReceiveTime > info.connectTime, 'the last pong counts as received');
