@@ -7,7 +7,8 @@
  *
  * A connection here is a `NativeWire`: a slot number and a few counters. It
  * has no `net.Socket`, no libuv handle and no stream state, which is where
- * most of a Node socket's memory goes.
+ * most of a Node socket's memory goes. An idle one can rest: no object at
+ * all, a few numbers by slot (see `park` and `registry.ts`).
  */
 import { Buffer } from 'node:buffer';
 import { closeSync } from 'node:fs';
