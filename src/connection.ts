@@ -66,8 +66,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   pendingBytes = 0;
   /** Topics this connection is subscribed to (owned by the server's pub/sub). */
   topics: Set<string> | null = null;
-  /** When the connection opened (`clock()`). */
-  readonly connectTime: number;
+  /** When the connection opened (`clock()`; set back for one that rested). */
+  connectTime: number;
 
   /** The parser reading for this connection, or null between messages (see `adoptSpareParser`). */
   private parser: Parser | null = null;
@@ -91,9 +91,8 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     public data: Data,
     /** permessage-deflate state when it was negotiated, else null. */
     readonly deflate: PerMessageDeflate | null = null,
-    openedAt = clock(), // earlier for one that rested
   ) {
-    this.connectTime = this.lastReceive = openedAt;
+    this.connectTime = this.lastReceive = clock();
     wire.attach(this);
   }
 

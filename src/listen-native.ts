@@ -100,7 +100,8 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
     },
     wake: (fd, slot) => {
       const [openedAt, lastReceive, lastPing] = transport.restedTimes(slot);
-      const connection = new Connection<Data>(fd, transport.unpark(slot), core, '', undefined as Data, null, openedAt);
+      const connection = new Connection<Data>(fd, transport.unpark(slot), core, '', undefined as Data, null);
+      connection.connectTime = openedAt;
       connection.lastReceive = lastReceive;
       connection.lastPing = lastPing;
       return connection;
