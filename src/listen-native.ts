@@ -95,7 +95,10 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   core.registry.restWith({
     park: (fd, wire, connection) => {
       if (!(wire instanceof NativeWire) || wire.transport !== transport) return -1;
-      if (connection === null) return transport.park(wire, fd, clock(), clock(), 0);
+      if (connection === null) {
+        const now = clock();
+        return transport.park(wire, fd, now, now, 0);
+      }
       return transport.park(wire, fd, connection.connectTime, connection.lastReceive, connection.lastPing);
     },
     wake: (fd, slot) => {
