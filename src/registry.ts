@@ -115,8 +115,17 @@ export class Registry<C> {
     return this.byFd.keys();
   }
 
-  /** Every connection, the resting ones woken. */
-  *values(): IterableIterator<C> {
+  /**
+   * Every connection, the resting ones woken. With none resting it is the
+   * Map's own iterator (a broadcast walks it per message: a generator costs
+   * it 5-8% of its CPU); a connection rests only when its data or its
+   * handshake is handled, never while this is walked.
+   */
+  values(): IterableIterator<C> {
+    return this.restingCount === 0 ? (this.byFd.values() as IterableIterator<C>) : this.wakingValues();
+  }
+
+  private *wakingValues(): IterableIterator<C> {
     for (const [fd, entry] of this.byFd) {
       // Replacing the value of a key a Map iteration is on is safe.
       yield typeof entry === 'number' ? this.wake(fd, entry) : entry;
