@@ -49,7 +49,7 @@ export interface TransportHandler {
    * `head` is the request.
    */
   onOpen?(wire: NativeWire, head: Buffer): void;
-  /** After each batch of events, when the fast-open budget may be renewed. */
+  /** After a batch of events that opened, offered or closed connections: the fast-open budget may be renewed. */
   onBatchEnd?(): void;
   /** A connection that is not a WebSocket handshake, as a socket for Node's http.Server. */
   onHttp(socket: Socket): void;
@@ -412,6 +412,8 @@ export class NativeTransport {
   private readonly onEvents = (count: number, data: Buffer | undefined, heads: Buffer | undefined): void => {
     const events = this.events;
     const wires = this.wires;
+    // Whether connections came or went (a batch of data leaves the fast-open budget as it is).
+    let churn = false;
     for (let i = 0; i < count; i++) {
       const at = i * EVENT_INTS;
       const type = events[at];
@@ -426,6 +428,7 @@ export class NativeTransport {
         continue;
       }
       let wire = wires[slot];
+      if (type === EV_HEAD || type === EV_OPEN || type === EV_CLOSE) churn = true;
       if (type === EV_HEAD || type === EV_OPEN) {
         // The transport reuses a slot only after its CLOSE was delivered.
         if (wire !== undefined || this.restsAs(slot) !== 0) {
@@ -467,7 +470,7 @@ export class NativeTransport {
         process.nextTick(rethrow, error);
       }
     }
-    this.handler.onBatchEnd?.();
+    if (churn) this.handler.onBatchEnd?.();
   };
 }
 
