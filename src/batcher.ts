@@ -141,7 +141,7 @@ export class Batcher {
       const bytes = frameLength(frame);
       if (bytes <= RUN_MAX) {
         const at = this.reserve(connection, bytes);
-        copyFrame(frame, at, this.runs!);
+        copyFrame(frame, this.runs!, at);
         return;
       }
       // A large frame is not copied: what the runs hold goes out first.
@@ -423,20 +423,14 @@ export class Batcher {
 
 /** Copies the frames from the root to `leaf` into `out` at `at` (`leaf.bytes` of them), without listing them. */
 function copyFrames(leaf: BatchNode, out: Buffer, at: number): void {
+  // Each node's frame starts where its parent's bytes end.
   for (let node: BatchNode | null = leaf; node !== null && node.frame !== null; node = node.parent) {
-    const frame = node.frame;
-    const end = at + node.bytes;
-    if (Buffer.isBuffer(frame)) {
-      frame.copy(out, end - frame.length);
-    } else {
-      frame[1].copy(out, end - frame[1].length);
-      frame[0].copy(out, end - frame[1].length - frame[0].length);
-    }
+    copyFrame(node.frame, out, at + node.parent!.bytes);
   }
 }
 
 /** Copies one frame into `out` at `at`. */
-function copyFrame(frame: EncodedFrame, at: number, out: Buffer): void {
+function copyFrame(frame: EncodedFrame, out: Buffer, at: number): void {
   if (Buffer.isBuffer(frame)) {
     out.set(frame, at);
   } else {

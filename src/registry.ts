@@ -132,12 +132,12 @@ export class Registry<C> {
     }
   }
 
-  /** The connections that are not resting. */
-  *awake(): IterableIterator<C> {
-    if (this.restingCount === 0) {
-      yield* this.byFd.values() as IterableIterator<C>;
-      return;
-    }
+  /** The connections that are not resting (with none resting, the Map's own iterator, as `values()`). */
+  awake(): IterableIterator<C> {
+    return this.restingCount === 0 ? (this.byFd.values() as IterableIterator<C>) : this.awakeValues();
+  }
+
+  private *awakeValues(): IterableIterator<C> {
     for (const entry of this.byFd.values()) if (typeof entry !== 'number') yield entry;
   }
 
