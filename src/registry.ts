@@ -94,6 +94,11 @@ export class Registry<C> {
     return this.byFd.has(fd);
   }
 
+  /** Whether `fd` is a resting connection here (see `Resting`), without waking it. */
+  isResting(fd: number): boolean {
+    return typeof this.byFd.get(fd) === 'number';
+  }
+
   delete(fd: number): boolean {
     const entry = this.byFd.get(fd);
     if (entry === undefined) return false;

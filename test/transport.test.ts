@@ -848,6 +848,26 @@ describe('native transport', { skip }, () => {
       assert.match(closes.get(opens[4])![0], /^1001 /, 'stop() closed the one still resting');
     });
 
+    test('exist() and isEstablished() answer for a resting connection without waking it', async () => {
+      await withServer({}, undefined, async (server) => {
+        const client = await RawClient.open(server.port);
+        const registry = coreOf(server).registry;
+        await pollUntil(() => registry.size === 1, 5000, 'the open');
+        const [fd] = [...server.connections];
+        assert.equal(registry.restingSize, 1);
+        assert.equal(server.exist(fd), true);
+        assert.equal(server.isEstablished(fd), true);
+        assert.equal(registry.restingSize, 1, 'still resting after exist() and isEstablished()');
+        assert.equal(server.exist(fd + 1), false);
+        assert.equal(server.isEstablished(fd + 1), false);
+        const gone = closeEvent(server, fd);
+        client.destroy();
+        await gone;
+        assert.equal(server.exist(fd), false);
+        assert.equal(server.isEstablished(fd), false);
+      });
+    });
+
     test('stop() closes resting clients with 1001', async () => {
       const server = await startServer();
       const client = await RawClient.open(server.port);
