@@ -61,10 +61,10 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
       !hasToken(req.headers.upgrade as string | undefined, 'websocket') ||
       !hasToken(req.headers.connection as string | undefined, 'upgrade')
     ) {
-      transport.release(wire);
+      transport.release(wire, head);
       return;
     }
-    decide(core, req, new NativeHandshake(transport, wire, head.length));
+    decide(core, req, new NativeHandshake(transport, wire));
   };
   // A plainly valid upgrade the transport answered itself (no hook to run).
   const onOpen = (wire: NativeWire, head: Buffer): void => {

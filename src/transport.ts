@@ -1,9 +1,9 @@
 /**
  * The JS side of the native transport (`native/transport-*.cc`): the server's
  * own listener on Linux with the addon, for plain TCP. The addon accepts,
- * peeks at each request head, and reports in batches; this file turns the
- * batches into calls on the server (a head to decide, a descriptor for
- * Node's http.Server) and on connections (data, end, drain, close).
+ * reads each request head, and reports in batches; this file turns the
+ * batches into calls on the server (a head to decide, a descriptor and the
+ * bytes read from it for Node's http.Server) and on connections (data, end, drain, close).
  *
  * A connection here is a `NativeWire`: a slot number and a few counters. It
  * has no `net.Socket`, no libuv handle and no stream state, which is where
@@ -267,24 +267,24 @@ export class NativeTransport {
     if (!this.closed) this.binding.setFastOpen(budget, path, maxHead);
   }
 
-  /** Consumes a pending slot's head and answers 101; false if the client is gone. */
-  accept(wire: NativeWire, headLength: number, response: Buffer): boolean {
-    return !wire.destroyed && this.binding.accept(wire.handle, headLength, response);
+  /** Answers a pending slot (its head read already) with the 101; false if the client is gone. */
+  accept(wire: NativeWire, response: Buffer): boolean {
+    return !wire.destroyed && this.binding.accept(wire.handle, response);
   }
 
-  /** Consumes a pending slot's head, answers `response` and closes after the client's FIN. */
-  reject(wire: NativeWire, headLength: number, response: Buffer): void {
+  /** Answers a pending slot with `response` and closes after the client's FIN. */
+  reject(wire: NativeWire, response: Buffer): void {
     if (wire.destroyed) return;
     this.forget(wire);
-    this.binding.reject(wire.handle, headLength, response);
+    this.binding.reject(wire.handle, response);
   }
 
-  /** A pending slot turned out to be plain HTTP: its descriptor goes to Node. */
-  release(wire: NativeWire): void {
+  /** A pending slot turned out to be plain HTTP: its descriptor goes to Node, with `head`, the bytes it sent (`onHead`'s). */
+  release(wire: NativeWire, head: Buffer): void {
     if (wire.destroyed) return;
     this.forget(wire);
     const fd = this.binding.release(wire.handle);
-    if (fd >= 0) this.handler.onHttp(socketFor(fd));
+    if (fd >= 0) this.handler.onHttp(socketFor(fd, Buffer.from(head)));
   }
 
   /** @internal The client's address and port, for a slot not yet freed; ['', 0] for one that is. */
@@ -423,8 +423,9 @@ export class NativeTransport {
       const b = events[at + 4];
       if (type === EV_HTTP) {
         // A descriptor is ours to close if the server has stopped meanwhile.
+        // Its bytes read so far are at `generation` in the heads (a copy: the heads are reused).
         if (this.closed) closeSync(a);
-        else this.handler.onHttp(socketFor(a));
+        else this.handler.onHttp(socketFor(a, Buffer.from(heads!.subarray(generation, generation + b))));
         continue;
       }
       let wire = wires[slot];
@@ -478,7 +479,14 @@ function rethrow(error: unknown): never {
   throw error;
 }
 
-/** A descriptor the transport accepted, as a Node socket (the request bytes are still in the kernel). */
-function socketFor(fd: number): Socket {
-  return new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+/**
+ * A descriptor the transport accepted, as a Node socket; `read`, the bytes
+ * the transport read from it, go back in front of its stream: the first
+ * the http.Server's parser gets (through 'data', before anything the
+ * socket reads from the kernel, which can only happen on a later turn).
+ */
+function socketFor(fd: number, read: Buffer): Socket {
+  const socket = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  if (read.length > 0) socket.unshift(read);
+  return socket;
 }

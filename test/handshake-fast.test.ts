@@ -201,9 +201,9 @@ describe('fast opens on a server', { skip }, () => {
     const heads: NativeWire[] = [];
     const transport = new NativeTransport(
       {
-        onHead(wire) {
+        onHead(wire, head) {
           heads.push(wire);
-          transport.release(wire);
+          transport.release(wire, head);
         },
         onOpen(wire) {
           opened.push(wire);
