@@ -49,6 +49,8 @@ export interface TransportHandler {
    * `head` is the request.
    */
   onOpen?(wire: NativeWire, head: Buffer): void;
+  /** Asked first for a fast open: true if the server kept it resting from its start (`parkOpened`), false for `onOpen`. */
+  onOpenResting?(slot: number, generation: number): boolean;
   /** After a batch of events that opened, offered or closed connections: the fast-open budget may be renewed. */
   onBatchEnd?(): void;
   /** A connection that is not a WebSocket handshake, as a socket for Node's http.Server. */
@@ -327,20 +329,29 @@ export class NativeTransport {
   park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number): number {
     const slot = wire.slot;
     if (this.closed || wire.destroyed || this.wires[slot] !== wire || !(fd > 0)) return -1;
+    this.wires[slot] = undefined;
+    return this.keepResting(slot, fd, wire.handle, openedAt, lastReceive, lastPing, wire.bytesRead);
+  }
+
+  /** @internal `park` for a fast open's slot (`onOpenResting`) opened at `now`: no wire is made. */
+  parkOpened(slot: number, generation: number, fd: number, now: number): number {
+    return this.closed || !(fd > 0) ? -1 : this.keepResting(slot, fd, generation * SLOTS + slot, now, now, 0, 0);
+  }
+
+  private keepResting(slot: number, fd: number, handle: number, openedAt: number, lastReceive: number, lastPing: number, read: number): number {
     const at = slot * REST_FIELDS;
     if (at >= this.rest.length) {
       const grown = new Float64Array(Math.max(at + REST_FIELDS, 1024 * REST_FIELDS, this.rest.length * 2));
       grown.set(this.rest);
       this.rest = grown;
     }
-    this.wires[slot] = undefined;
     const rest = this.rest;
     rest[at + REST_FD] = fd;
-    rest[at + REST_HANDLE] = wire.handle;
+    rest[at + REST_HANDLE] = handle;
     rest[at + REST_OPENED] = openedAt;
     rest[at + REST_RECEIVED] = lastReceive;
     rest[at + REST_PINGED] = lastPing;
-    rest[at + REST_READ] = wire.bytesRead;
+    rest[at + REST_READ] = read;
     return slot;
   }
 
@@ -422,8 +433,7 @@ export class NativeTransport {
       const a = events[at + 3];
       const b = events[at + 4];
       if (type === EV_HTTP) {
-        // A descriptor is ours to close if the server has stopped meanwhile.
-        // Its bytes read so far are at `generation` in the heads (a copy: the heads are reused).
+        // Ours to close if the server stopped; its bytes read are at `generation` in the heads (copied: they are reused).
         if (this.closed) closeSync(a);
         else this.handler.onHttp(socketFor(a, Buffer.from(heads!.subarray(generation, generation + b))));
         continue;
@@ -435,6 +445,8 @@ export class NativeTransport {
         if (wire !== undefined || this.restsAs(slot) !== 0) {
           throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
         }
+        if (type === EV_OPEN) this.fastOpened++;
+        if (type === EV_OPEN && this.handler.onOpenResting?.(slot, generation) === true) continue;
         wire = new NativeWire(this, slot, generation);
         wires[slot] = wire;
       } else if (wire === undefined || wire.handle !== generation * SLOTS + slot) {
@@ -453,7 +465,6 @@ export class NativeTransport {
             this.handler.onHead(wire, heads!.subarray(a, a + b));
             break;
           case EV_OPEN:
-            this.fastOpened++;
             this.handler.onOpen!(wire, heads!.subarray(a, a + b));
             break;
           case EV_END:
@@ -479,14 +490,10 @@ function rethrow(error: unknown): never {
   throw error;
 }
 
-/**
- * A descriptor the transport accepted, as a Node socket; `read`, the bytes
- * the transport read from it, go back in front of its stream: the first
- * the http.Server's parser gets (through 'data', before anything the
- * socket reads from the kernel, which can only happen on a later turn).
- */
+/** A descriptor the transport accepted, as a Node socket, with the bytes read from it back in front of its stream. */
 function socketFor(fd: number, read: Buffer): Socket {
   const socket = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  // Node's parser gets them first (through 'data'): the socket reads the kernel only on a later turn.
   if (read.length > 0) socket.unshift(read);
   return socket;
 }
