@@ -434,16 +434,15 @@ napi_value WriteEach(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// accept(handle, headLength, response) / reject(...): see Loop::Answer.
+// accept(handle, response) / reject(handle, response): see Loop::Answer.
 napi_value Answer(napi_env env, napi_callback_info info, bool accept) {
-  size_t argc = 3;
-  napi_value argv[3] = {nullptr, nullptr, nullptr};
+  size_t argc = 2;
+  napi_value argv[2] = {nullptr, nullptr};
   JsTransport* t = This(env, info, &argc, argv);
   struct iovec response;
-  if (!GetBytes(env, argv[2], &response)) return Throw(env, "response must be a Uint8Array");
-  const int64_t head = Int(env, argv[1]);
-  if (t == nullptr || head <= 0) return Boolean(env, false);
-  return Boolean(env, t->Answer(Int(env, argv[0]), static_cast<size_t>(head), response, accept));
+  if (!GetBytes(env, argv[1], &response)) return Throw(env, "response must be a Uint8Array");
+  if (t == nullptr) return Boolean(env, false);
+  return Boolean(env, t->Answer(Int(env, argv[0]), response, accept));
 }
 
 // A path for the fast-open rules: a string of at most 1 KiB, or false.

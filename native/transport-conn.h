@@ -119,7 +119,7 @@ struct Conn {
   uint32_t gen = 0;       // bumped per use of the slot: stale epoll events and handles are refused
   uint32_t interest = 0;  // the events registered with epoll
   uint32_t born = 0;      // loop time (ms) at accept, for the handshake deadline
-  uint16_t scanned = 0;   // kPeeking: bytes of the head already searched for its end
+  uint16_t scanned = 0;   // kPeeking: bytes of the head read so far (kept in Loop::partial_heads_)
   State state = State::kFree;
   bool paused = false;    // reading stopped by JS (backpressure, inflate)
   bool read_eof = false;  // the peer's FIN has been read

@@ -113,6 +113,7 @@ void Loop::FreeSlot(uint32_t slot) {
   Conn& c = conns_[slot];
   WAVECAST_CHECK(c.fd < 0);
   c.interest = 0;
+  if (c.scanned > 0) partial_heads_.erase(slot);
   c.scanned = 0;
   c.paused = false;
   c.read_eof = false;
@@ -297,7 +298,7 @@ void Loop::Dispatch(const epoll_event& ev) {
   if (slot >= conns_.size() || conns_[slot].gen != static_cast<uint32_t>(ev.data.u64 >> 32)) return;
   switch (conns_[slot].state) {
     case State::kPeeking:
-      Peek(slot, ev.events);
+      ReadHead(slot, ev.events);
       break;
     case State::kPending:
       // Gone (or done sending: FIN) before JS decided: the upgrade is
@@ -363,9 +364,10 @@ void Loop::AcceptAll() {
     c.SetPeer(peer);
     SetState(slot, State::kPeeking);
     epoll_event ev = {};
-    // Edge-triggered while peeking: bytes left in the kernel must not wake
-    // us again until more arrive.
-    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    // Level-triggered reading from the start: the head is read, not peeked,
+    // so nothing is left in the kernel to wake us again, and a fast open
+    // needs no epoll_ctl to read what comes after its head.
+    ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = (uint64_t{c.gen} << 32) | slot;
     if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       close(fd);

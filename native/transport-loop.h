@@ -2,19 +2,23 @@
 // events that goes to JS. No N-API here: the binding (transport-binding.cc)
 // derives from Loop and implements Deliver(), the one place JS is called.
 //
-//   accept4 -> kPeeking: peek (MSG_PEEK) until the request head is complete
+//   accept4 -> kPeeking: read the request head until it is complete (the
+//   pieces of one that comes in several are kept, at most 16 KiB a slot)
 //     - not a GET, a bare LF, no complete head within 16 KiB, or the peer
-//       stopped sending: the descriptor is handed to JS untouched (event
-//       HTTP) and Node's http.Server reads the request from the kernel as if
-//       it had accepted it itself (and answers 400 or 431 where it should).
+//       stopped sending: the descriptor is handed to JS with the bytes read
+//       (event HTTP); JS puts them back in front of the socket's stream and
+//       Node's http.Server parses the request as if it had read it itself
+//       (and answers 400 or 431 where it should).
 //     - a plainly valid upgrade while JS allows fast opens (no handshake
-//       hook; see handshake-fast.h): the head is consumed, the 101 written,
-//       event OPEN with a copy of the head -> kOpen.
-//     - any other complete GET head: event HEAD with a copy of it -> kPending while
-//       JS decides: accept() consumes the head and writes the 101 (kOpen),
-//       reject() consumes it, writes the refusal and closes after the
-//       client's FIN (kRefusing, never reported again), release() hands the
-//       descriptor to Node (plain HTTP after all).
+//       hook; see handshake-fast.h): the 101 is written, event OPEN with a
+//       copy of the head (and DATA with any bytes after it) -> kOpen.
+//     - any other complete GET head with nothing after it: event HEAD with a
+//       copy of it -> kPending while JS decides: accept() writes the 101
+//       (kOpen), reject() writes the refusal and closes after the client's
+//       FIN (kRefusing, never reported again), release() hands the
+//       descriptor to Node (plain HTTP after all; JS has the head). With
+//       bytes after it, the descriptor is handed to Node (event HTTP) and
+//       Node's 'upgrade' road decides.
 //   open: reads (level-triggered, at most 64 KiB per connection per epoll
 //   event) become DATA events; EOF is END; writes go straight to the kernel
 //   and what it does not take waits in a per-connection queue flushed on
@@ -24,7 +28,7 @@
 // only between epoll events. Before one is handled, the batch is made to
 // have room for everything that event can add (kEventRoom events, a read
 // chunk of data, a request head); if it has not, the batch goes to JS first.
-// Nothing that handles an event (Peek, Read, FlushQueue, Close, Push) ever
+// Nothing that handles an event (ReadHead, Read, FlushQueue, Close, Push) ever
 // calls JS, so no offset, slot or state read while handling it can be
 // changed under it. After each call into JS, the pump re-reads everything:
 // the epoll events it still holds are checked against the slot's generation
@@ -41,6 +45,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "handshake-fast.h"
@@ -116,7 +121,9 @@ class Loop {
   void CloseListener();
   // Bytes queued afterwards, or -1 when the handle is not open for writing.
   double Write(int64_t handle, const struct iovec* iov, int iovcnt);
-  bool Answer(int64_t handle, size_t head_len, const struct iovec& response, bool accept);
+  // A pending slot (its head read already): writes `response`, then opens
+  // (accept) or refuses it; false if the client is gone.
+  bool Answer(int64_t handle, const struct iovec& response, bool accept);
   int Release(int64_t handle);
   void End(int64_t handle);
   void DestroySoon(int64_t handle);
@@ -132,7 +139,7 @@ class Loop {
   // bytes are answered here and reported as OPEN.
   void SetFastOpen(int32_t budget, const char* path, size_t path_length, size_t max_head);
   // Connections accepted and not yet upgraded, refused or handed to JS
-  // (peeking at their head, or waiting for JS's decision).
+  // (reading their head, or waiting for JS's decision).
   int Handshaking() const;
   void Dispose();
   bool disposed() const { return disposed_; }
@@ -187,10 +194,10 @@ class Loop {
   void SetPaused(int64_t handle, bool paused);
   uint32_t Now() const;
   // head (transport-head.cc)
-  void Peek(uint32_t slot, uint32_t ready);
-  void HandOff(uint32_t slot);
-  void FastOpen(uint32_t slot, size_t head, const uint8_t* response);
-  bool Consume(int fd, size_t len);
+  void ReadHead(uint32_t slot, uint32_t ready);
+  void KeepPartial(uint32_t slot, size_t len);
+  void HandOff(uint32_t slot, size_t len);
+  void FastOpen(uint32_t slot, size_t head, size_t extra, const uint8_t* response);
   // writing (transport-write.cc)
   double Send(uint32_t slot, const struct iovec* iov, int iovcnt);
   void Enqueue(Conn& c, const struct iovec* iov, int iovcnt, size_t skip);
@@ -223,6 +230,9 @@ class Loop {
   // or a timer closed): moved into the batch at the next boundary.
   std::vector<int32_t> deferred_;
   uint8_t scratch_[kHeadMax];
+  // The bytes read so far of heads that came in pieces, by slot (kPeeking
+  // slots only; Conn::scanned is their length).
+  std::unordered_map<uint32_t, std::string> partial_heads_;
   int32_t fast_budget_ = 0;
   std::string fast_path_;
   FastRules fast_rules_;

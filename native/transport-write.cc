@@ -134,14 +134,10 @@ void Loop::Shutdown(uint32_t slot) {
 // accept: consumes the head, answers 101, opens. reject: consumes the head,
 // answers, and closes after the client's FIN without another event (JS
 // forgets the slot). False when the client is gone.
-bool Loop::Answer(int64_t handle, size_t head_len, const struct iovec& response, bool accept) {
+bool Loop::Answer(int64_t handle, const struct iovec& response, bool accept) {
   const int64_t found = Resolve(handle, Bit(State::kPending));
-  if (found < 0 || head_len == 0) return false;
+  if (found < 0) return false;
   const uint32_t slot = static_cast<uint32_t>(found);
-  if (!Consume(conns_[slot].fd, head_len)) {
-    Close(slot, 0);
-    return false;
-  }
   SetState(slot, accept ? State::kOpen : State::kRefusing);
   if (Send(slot, &response, 1) < 0) return false;
   if (!accept && !conns_[slot].HasQueued()) shutdown(conns_[slot].fd, SHUT_WR);

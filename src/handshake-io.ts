@@ -124,8 +124,6 @@ export class NativeHandshake implements Handshake {
   constructor(
     private readonly transport: NativeTransport,
     private readonly wire: NativeWire,
-    /** Bytes of the request head, consumed from the kernel when answered. */
-    private readonly headLength: number,
   ) {}
 
   get destroyed(): boolean {
@@ -139,7 +137,7 @@ export class NativeHandshake implements Handshake {
   }
 
   refuse(response: string): void {
-    this.transport.reject(this.wire, this.headLength, Buffer.from(response));
+    this.transport.reject(this.wire, Buffer.from(response));
   }
 
   abandon(): void {
@@ -147,10 +145,10 @@ export class NativeHandshake implements Handshake {
   }
 
   open(response: string): Wire | null {
-    return this.transport.accept(this.wire, this.headLength, Buffer.from(response)) ? this.wire : null;
+    return this.transport.accept(this.wire, Buffer.from(response)) ? this.wire : null;
   }
 
   started(): void {
-    // Bytes after the head are still in the kernel: the transport reads them next.
+    // The transport read the head and nothing after it (see native/transport-head.cc): what follows is still in the kernel.
   }
 }

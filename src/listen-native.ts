@@ -61,14 +61,35 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
       !hasToken(req.headers.upgrade as string | undefined, 'websocket') ||
       !hasToken(req.headers.connection as string | undefined, 'upgrade')
     ) {
-      transport.release(wire);
+      transport.release(wire, head);
       return;
     }
-    decide(core, req, new NativeHandshake(transport, wire, head.length));
+    decide(core, req, new NativeHandshake(transport, wire));
   };
   // A plainly valid upgrade the transport answered itself (no hook to run).
   const onOpen = (wire: NativeWire, head: Buffer): void => {
     establish(core, wire, UpgradeRequest.fromHead<Data>(core.registry.allocate(), head.toString('latin1'), wire), null);
+  };
+  // The same with nobody listening to `open`: nobody can see its request, and
+  // establish() would make it rest (nothing of its own), so it rests from
+  // the start, with no wire, request or copy of its head made.
+  const onOpenResting = (slot: number, generation: number): boolean => {
+    const registry = core.registry;
+    if (!registry.canRest || core.events.listenerCount('open') > 0) return false;
+    const fd = registry.allocate();
+    const token = transport.parkOpened(slot, generation, fd, clock());
+    if (token < 0) return false;
+    registry.addResting(fd, token);
+    core.counters.accepted++;
+    try {
+      core.router?.opened(fd);
+    } catch (error) {
+      // As onOpen's would be: reported, without losing the rest of the batch (transport.ts).
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+    return true;
   };
   const onHttp = (socket: Socket): void => {
     if (core.stopping) {
@@ -80,7 +101,7 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   };
   // An event on a resting connection's slot wakes it (registry.ts).
   const wake = (fd: number): void => void core.registry.get(fd);
-  const transport = new NativeTransport({ onHead, onOpen, onHttp, onBatchEnd: () => allowFastOpens(core), wake }, core.settings.handshakeTimeout);
+  const transport = new NativeTransport({ onHead, onOpen, onOpenResting, onHttp, onBatchEnd: () => allowFastOpens(core), wake }, core.settings.handshakeTimeout);
   const inherited = inheritedListenFd();
   try {
     if (inherited !== null) transport.listenFd(inherited);

@@ -58,9 +58,9 @@ export interface TransportBinding {
   writeBatch(handles: Float64Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
   /** Connection i gets `bytes[ends[i - 1], ends[i])` (from 0 for the first); results as `writeBatch`'s. */
   writeEach(handles: Float64Array, ends: Uint32Array, count: number, bytes: Uint8Array, results: Int32Array): void;
-  accept(handle: number, headLength: number, response: Uint8Array): boolean;
+  accept(handle: number, response: Uint8Array): boolean;
   setFastOpen(budget: number, path: string, maxHead: number): void;
-  reject(handle: number, headLength: number, response: Uint8Array): boolean;
+  reject(handle: number, response: Uint8Array): boolean;
   release(handle: number): number;
   end(handle: number): void;
   destroySoon(handle: number): void;

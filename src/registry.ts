@@ -83,6 +83,21 @@ export class Registry<C> {
     return true;
   }
 
+  /** Whether connections can rest here now (see `restWith`). */
+  get canRest(): boolean {
+    return this.resting !== null;
+  }
+
+  /**
+   * Records `fd` as a connection that rests from its opening as `token`,
+   * parked already by whoever opened it (a fast open with nobody to tell:
+   * `listen-native.ts`); only while `canRest`.
+   */
+  addResting(fd: number, token: number): void {
+    this.byFd.set(fd, token);
+    this.restingCount++;
+  }
+
   /** The connection of `fd` (woken if it was resting). */
   get(fd: number): C | undefined {
     const entry = this.byFd.get(fd);
@@ -92,6 +107,11 @@ export class Registry<C> {
   /** Whether `fd` is a connection here (resting or not), without waking it. */
   has(fd: number): boolean {
     return this.byFd.has(fd);
+  }
+
+  /** Whether `fd` is a resting connection here (see `Resting`), without waking it. */
+  isResting(fd: number): boolean {
+    return typeof this.byFd.get(fd) === 'number';
   }
 
   delete(fd: number): boolean {

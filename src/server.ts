@@ -308,7 +308,8 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
    * fd: use `existAsync`.
    */
   exist(fd: number): boolean {
-    return this.#core.registry.get(fd) !== undefined || (this.#core.router?.knows(fd) ?? false);
+    // has(): a resting connection is not woken to be looked at.
+    return this.#core.registry.has(fd) || (this.#core.router?.knows(fd) ?? false);
   }
 
   /**
@@ -318,9 +319,10 @@ export class Server<Data = unknown> extends EventEmitter<ServerEvents<Data>> {
    * another instance's fd false: use `isEstablishedAsync`.
    */
   isEstablished(fd: number): boolean {
-    const connection = this.#core.registry.get(fd);
-    if (connection === undefined) return this.#core.router?.knows(fd) ?? false;
-    return connection.state === ReadyState.OPEN;
+    const registry = this.#core.registry;
+    if (!registry.has(fd)) return this.#core.router?.knows(fd) ?? false;
+    // A resting connection is open with nothing under way (registry.ts): no need to wake it.
+    return registry.isResting(fd) || registry.get(fd)!.state === ReadyState.OPEN;
   }
 
   /** The fds of all connections, oldest first (Swoole's `connection_list`); with workers, this worker's (see `connectionsAsync`). */

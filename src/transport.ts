@@ -1,9 +1,9 @@
 /**
  * The JS side of the native transport (`native/transport-*.cc`): the server's
  * own listener on Linux with the addon, for plain TCP. The addon accepts,
- * peeks at each request head, and reports in batches; this file turns the
- * batches into calls on the server (a head to decide, a descriptor for
- * Node's http.Server) and on connections (data, end, drain, close).
+ * reads each request head, and reports in batches; this file turns the
+ * batches into calls on the server (a head to decide, a descriptor and the
+ * bytes read from it for Node's http.Server) and on connections (data, end, drain, close).
  *
  * A connection here is a `NativeWire`: a slot number and a few counters. It
  * has no `net.Socket`, no libuv handle and no stream state, which is where
@@ -49,6 +49,8 @@ export interface TransportHandler {
    * `head` is the request.
    */
   onOpen?(wire: NativeWire, head: Buffer): void;
+  /** Asked first for a fast open: true if the server kept it resting from its start (`parkOpened`), false for `onOpen`. */
+  onOpenResting?(slot: number, generation: number): boolean;
   /** After a batch of events that opened, offered or closed connections: the fast-open budget may be renewed. */
   onBatchEnd?(): void;
   /** A connection that is not a WebSocket handshake, as a socket for Node's http.Server. */
@@ -267,24 +269,24 @@ export class NativeTransport {
     if (!this.closed) this.binding.setFastOpen(budget, path, maxHead);
   }
 
-  /** Consumes a pending slot's head and answers 101; false if the client is gone. */
-  accept(wire: NativeWire, headLength: number, response: Buffer): boolean {
-    return !wire.destroyed && this.binding.accept(wire.handle, headLength, response);
+  /** Answers a pending slot (its head read already) with the 101; false if the client is gone. */
+  accept(wire: NativeWire, response: Buffer): boolean {
+    return !wire.destroyed && this.binding.accept(wire.handle, response);
   }
 
-  /** Consumes a pending slot's head, answers `response` and closes after the client's FIN. */
-  reject(wire: NativeWire, headLength: number, response: Buffer): void {
+  /** Answers a pending slot with `response` and closes after the client's FIN. */
+  reject(wire: NativeWire, response: Buffer): void {
     if (wire.destroyed) return;
     this.forget(wire);
-    this.binding.reject(wire.handle, headLength, response);
+    this.binding.reject(wire.handle, response);
   }
 
-  /** A pending slot turned out to be plain HTTP: its descriptor goes to Node. */
-  release(wire: NativeWire): void {
+  /** A pending slot turned out to be plain HTTP: its descriptor goes to Node, with `head`, the bytes it sent (`onHead`'s). */
+  release(wire: NativeWire, head: Buffer): void {
     if (wire.destroyed) return;
     this.forget(wire);
     const fd = this.binding.release(wire.handle);
-    if (fd >= 0) this.handler.onHttp(socketFor(fd));
+    if (fd >= 0) this.handler.onHttp(socketFor(fd, Buffer.from(head)));
   }
 
   /** @internal The client's address and port, for a slot not yet freed; ['', 0] for one that is. */
@@ -327,20 +329,29 @@ export class NativeTransport {
   park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number): number {
     const slot = wire.slot;
     if (this.closed || wire.destroyed || this.wires[slot] !== wire || !(fd > 0)) return -1;
+    this.wires[slot] = undefined;
+    return this.keepResting(slot, fd, wire.handle, openedAt, lastReceive, lastPing, wire.bytesRead);
+  }
+
+  /** @internal `park` for a fast open's slot (`onOpenResting`) opened at `now`: no wire is made. */
+  parkOpened(slot: number, generation: number, fd: number, now: number): number {
+    return this.closed || !(fd > 0) ? -1 : this.keepResting(slot, fd, generation * SLOTS + slot, now, now, 0, 0);
+  }
+
+  private keepResting(slot: number, fd: number, handle: number, openedAt: number, lastReceive: number, lastPing: number, read: number): number {
     const at = slot * REST_FIELDS;
     if (at >= this.rest.length) {
       const grown = new Float64Array(Math.max(at + REST_FIELDS, 1024 * REST_FIELDS, this.rest.length * 2));
       grown.set(this.rest);
       this.rest = grown;
     }
-    this.wires[slot] = undefined;
     const rest = this.rest;
     rest[at + REST_FD] = fd;
-    rest[at + REST_HANDLE] = wire.handle;
+    rest[at + REST_HANDLE] = handle;
     rest[at + REST_OPENED] = openedAt;
     rest[at + REST_RECEIVED] = lastReceive;
     rest[at + REST_PINGED] = lastPing;
-    rest[at + REST_READ] = wire.bytesRead;
+    rest[at + REST_READ] = read;
     return slot;
   }
 
@@ -422,9 +433,9 @@ export class NativeTransport {
       const a = events[at + 3];
       const b = events[at + 4];
       if (type === EV_HTTP) {
-        // A descriptor is ours to close if the server has stopped meanwhile.
+        // Ours to close if the server stopped; its bytes read are at `generation` in the heads (copied: they are reused).
         if (this.closed) closeSync(a);
-        else this.handler.onHttp(socketFor(a));
+        else this.handler.onHttp(socketFor(a, Buffer.from(heads!.subarray(generation, generation + b))));
         continue;
       }
       let wire = wires[slot];
@@ -434,6 +445,8 @@ export class NativeTransport {
         if (wire !== undefined || this.restsAs(slot) !== 0) {
           throw new Error(`wavecast: native transport reused slot ${slot} before its close`);
         }
+        if (type === EV_OPEN) this.fastOpened++;
+        if (type === EV_OPEN && this.handler.onOpenResting?.(slot, generation) === true) continue;
         wire = new NativeWire(this, slot, generation);
         wires[slot] = wire;
       } else if (wire === undefined || wire.handle !== generation * SLOTS + slot) {
@@ -452,7 +465,6 @@ export class NativeTransport {
             this.handler.onHead(wire, heads!.subarray(a, a + b));
             break;
           case EV_OPEN:
-            this.fastOpened++;
             this.handler.onOpen!(wire, heads!.subarray(a, a + b));
             break;
           case EV_END:
@@ -478,7 +490,10 @@ function rethrow(error: unknown): never {
   throw error;
 }
 
-/** A descriptor the transport accepted, as a Node socket (the request bytes are still in the kernel). */
-function socketFor(fd: number): Socket {
-  return new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+/** A descriptor the transport accepted, as a Node socket, with the bytes read from it back in front of its stream. */
+function socketFor(fd: number, read: Buffer): Socket {
+  const socket = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  // Node's parser gets them first (through 'data'): the socket reads the kernel only on a later turn.
+  if (read.length > 0) socket.unshift(read);
+  return socket;
 }

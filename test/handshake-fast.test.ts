@@ -201,9 +201,9 @@ describe('fast opens on a server', { skip }, () => {
     const heads: NativeWire[] = [];
     const transport = new NativeTransport(
       {
-        onHead(wire) {
+        onHead(wire, head) {
           heads.push(wire);
-          transport.release(wire);
+          transport.release(wire, head);
         },
         onOpen(wire) {
           opened.push(wire);
@@ -271,6 +271,59 @@ describe('fast opens on a server', { skip }, () => {
       assert.equal(client.frames()[0]!.payload.toString(), 'first');
       client.socket.destroy();
     } finally {
+      await server.stop();
+    }
+  });
+
+  test('with no open listener a fast open rests from its start, making no request, and is a connection like any other', async () => {
+    const closes: number[] = [];
+    let allClosed = (): void => {};
+    const server = await startServer({}, (s) =>
+      s.on('close', (fd) => {
+        closes.push(fd);
+        if (closes.length === 3) allClosed();
+      }),
+    );
+    const fromHead = UpgradeRequest.fromHead;
+    let requests = 0;
+    UpgradeRequest.fromHead = (...args) => {
+      requests++;
+      return fromHead(...args);
+    };
+    try {
+      const registry = coreOf(server).registry;
+      const quiet = await RawClient.open(server.port);
+      const early = await RawClient.connect(server.port);
+      early.send(Buffer.concat([Buffer.from(upgradeRequest('/')), clientFrame(0x1, Buffer.from('early'))]));
+      await early.until(() => early.frames().length === 1);
+      assert.equal(early.frames()[0]!.payload.toString(), 'early');
+      assert.equal(requests, 0, 'no request was made for either');
+      assert.equal(coreOf(server).transport!.fastOpened, 2);
+      const [quietFd, earlyFd] = [...server.connections];
+      assert.deepEqual([registry.size, registry.restingSize, registry.isResting(quietFd!)], [2, 1, true]);
+      const stats = server.stats();
+      assert.deepEqual([stats.connections, stats.bytesIn], [2, clientFrame(0x1, Buffer.from('early')).length]);
+      assert.equal(stats.bytesOut, Buffer.byteLength(quiet.response, 'latin1') + Buffer.byteLength(early.response, 'latin1') + 7);
+      assert.equal(server.push(quietFd!, 'to quiet'), true);
+      await quiet.until(() => quiet.frames().length === 1);
+      assert.equal(quiet.frames()[0]!.payload.toString(), 'to quiet');
+      // With an open listener, the request is made again.
+      const opened = waitFor<[number, UpgradeRequest]>(server, 'open');
+      const third = await RawClient.open(server.port, '/third');
+      const [thirdFd, request] = await opened;
+      assert.equal(request.url, '/third');
+      assert.equal(requests, 1);
+      const gone = waitFor(server, 'close');
+      quiet.socket.destroy();
+      await gone;
+      assert.deepEqual(closes, [quietFd], 'one close, for the client that left');
+      const all = new Promise<void>((resolve) => (allClosed = resolve));
+      early.socket.destroy();
+      third.socket.destroy();
+      await all;
+      assert.deepEqual([...closes].sort((a, b) => a - b), [quietFd, earlyFd, thirdFd], 'one close each');
+    } finally {
+      UpgradeRequest.fromHead = fromHead;
       await server.stop();
     }
   });

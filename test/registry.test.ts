@@ -38,8 +38,12 @@ describe('registry', () => {
     assert.equal(registry.size, 2);
     assert.equal(registry.restingSize, 1);
     assert.equal(registry.has(1), true);
-    assert.deepEqual(woken, [], 'has() wakes nothing');
+    assert.equal(registry.isResting(1), true);
+    assert.equal(registry.isResting(2), false);
+    assert.equal(registry.isResting(3), false);
+    assert.deepEqual(woken, [], 'has() and isResting() wake nothing');
     const first = registry.get(1);
+    assert.equal(registry.isResting(1), false);
     assert.deepEqual(first, { fd: 1, woken: true });
     assert.equal(registry.get(1), first, 'the same object afterwards');
     assert.deepEqual(woken, [1]);

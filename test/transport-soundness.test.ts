@@ -43,7 +43,7 @@ function acceptingTransport(headCap?: number): {
     {
       onHead(wire, head) {
         heads.push(head);
-        assert.ok(transport.accept(wire, head.length, RESPONSE_101));
+        assert.ok(transport.accept(wire, RESPONSE_101));
         wires.push(wire);
         waiting?.(wire);
         waiting = null;

@@ -328,6 +328,51 @@ describe('native transport', { skip }, () => {
       });
     });
 
+    // The transport reads a head (it does not peek): what it read of a plain
+    // request goes back in front of the socket's stream for Node's parser.
+    test('a GET sent in pieces, with pauses, reaches the request event whole', async () => {
+      const seen: string[] = [];
+      await withServer({}, (s) => {
+        s.on('request', (req, res) => {
+          seen.push(`${req.method} ${req.url} ${req.headers['x-custom']}`);
+          res.writeHead(200, { 'Content-Length': 2, Connection: 'close' });
+          res.end('ok');
+        });
+      }, async (server) => {
+        const peer = await Peer.connect(server.port);
+        const request = Buffer.from('GET /pieces?q=2 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Custom: in pieces\r\n\r\n');
+        for (let i = 0; i < request.length; i += 7) {
+          peer.send(request.subarray(i, i + 7));
+          await delay(2);
+        }
+        await peer.untilClosed();
+        assert.deepEqual(seen, ['GET /pieces?q=2 in pieces']);
+        assert.match(peer.text(), /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nok$/);
+      });
+    });
+
+    test('a POST whose body comes in the same write as its head reaches the request event with the whole body', async () => {
+      const bodies: string[] = [];
+      const body = 'b'.repeat(3000) + 'end';
+      await withServer({}, (s) => {
+        s.on('request', (req, res) => {
+          const chunks: Buffer[] = [];
+          req.on('data', (chunk: Buffer) => chunks.push(chunk));
+          req.on('end', () => {
+            bodies.push(Buffer.concat(chunks).toString());
+            res.writeHead(200, { 'Content-Length': 4, Connection: 'close' });
+            res.end('done');
+          });
+        });
+      }, async (server) => {
+        const peer = await Peer.connect(server.port);
+        peer.send(`POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        await peer.untilClosed();
+        assert.deepEqual(bodies, [body]);
+        assert.match(peer.text(), /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\ndone$/);
+      });
+    });
+
     test('a keep-alive connection serves two requests in a row on the same socket', async () => {
       const ports: number[] = [];
       await withServer({}, (s) => {
@@ -450,6 +495,30 @@ describe('native transport', { skip }, () => {
         assert.deepEqual([binary.opcode, [...binary.payload]], [OPCODE.BINARY, [1, 2, 3]]);
         const fd = Number(events[0]?.split(' ')[1]);
         assert.deepEqual(events, [`open ${fd}`, `message ${fd} early bird`, `message ${fd} \u0001\u0002\u0003`]);
+        peer.destroy();
+      });
+    });
+
+    test('with a handshake hook, a first frame in the same write as the head is delivered as a message after open', async () => {
+      const events: string[] = [];
+      await withServer({}, (s) => {
+        s.on('handshake', (request) => {
+          events.push(`hook ${request.url}`);
+        });
+        s.on('open', (fd) => events.push(`open ${fd}`));
+        s.on('message', (frame) => {
+          events.push(`message ${frame.fd} ${frame.data}`);
+          s.push(frame.fd, frame);
+        });
+      }, async (server) => {
+        const peer = await Peer.connect(server.port);
+        peer.send(Buffer.concat([Buffer.from(upgradeRequest('/early')), clientFrame(OPCODE.TEXT, 'early bird')]));
+        await peer.until(() => peer.frames().length === 1);
+        assert.match(peer.text(), /^HTTP\/1\.1 101 /);
+        assert.deepEqual([peer.frames()[0].opcode, peer.frames()[0].payload.toString()], [OPCODE.TEXT, 'early bird']);
+        const fd = Number(events[1]?.split(' ')[1]);
+        assert.deepEqual(events, ['hook /early', `open ${fd}`, `message ${fd} early bird`]);
+        await echoes(peer, 'and later');
         peer.destroy();
       });
     });
@@ -846,6 +915,26 @@ describe('native transport', { skip }, () => {
       assert.deepEqual([...closes.keys()].sort((x, y) => x - y), opens);
       for (const fd of opens) assert.equal(closes.get(fd)!.length, 1, `one close for fd ${fd}`);
       assert.match(closes.get(opens[4])![0], /^1001 /, 'stop() closed the one still resting');
+    });
+
+    test('exist() and isEstablished() answer for a resting connection without waking it', async () => {
+      await withServer({}, undefined, async (server) => {
+        const client = await RawClient.open(server.port);
+        const registry = coreOf(server).registry;
+        await pollUntil(() => registry.size === 1, 5000, 'the open');
+        const [fd] = [...server.connections];
+        assert.equal(registry.restingSize, 1);
+        assert.equal(server.exist(fd), true);
+        assert.equal(server.isEstablished(fd), true);
+        assert.equal(registry.restingSize, 1, 'still resting after exist() and isEstablished()');
+        assert.equal(server.exist(fd + 1), false);
+        assert.equal(server.isEstablished(fd + 1), false);
+        const gone = closeEvent(server, fd);
+        client.destroy();
+        await gone;
+        assert.equal(server.exist(fd), false);
+        assert.equal(server.isEstablished(fd), false);
+      });
     });
 
     test('stop() closes resting clients with 1001', async () => {
