@@ -64,7 +64,8 @@ const REST_OPENED = 2;
 const REST_RECEIVED = 3;
 const REST_PINGED = 4;
 const REST_READ = 5;
-const REST_FIELDS = 6;
+const REST_SENT = 6;
+const REST_FIELDS = 7;
 
 const NO_PEER: readonly [string, number] = Object.freeze(['', 0] as [string, number]);
 
@@ -203,8 +204,8 @@ export class NativeTransport {
   private readonly drainWaiters = new Map<NativeWire, (() => void)[]>();
   /**
    * Resting connections (see `park`), REST_FIELDS numbers per slot: fd (0:
-   * the slot does not rest), handle, opening time, last receive, last ping
-   * and bytes read. Numbers, so an idle connection keeps no object of its
+   * the slot does not rest), handle, opening time, last receive, last ping,
+   * bytes read and messages sent. Numbers, so an idle connection keeps no object of its
    * own on the JS heap.
    */
   private rest = new Float64Array(0);
@@ -324,7 +325,7 @@ export class NativeTransport {
    * `handler.wake(fd)` to make its objects again (with `unpark`). Returns
    * the slot, or -1 when the wire is not this transport's live one.
    */
-  park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number): number {
+  park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number, messagesOut = 0): number {
     const slot = wire.slot;
     if (this.closed || wire.destroyed || this.wires[slot] !== wire || !(fd > 0)) return -1;
     const at = slot * REST_FIELDS;
@@ -341,6 +342,7 @@ export class NativeTransport {
     rest[at + REST_RECEIVED] = lastReceive;
     rest[at + REST_PINGED] = lastPing;
     rest[at + REST_READ] = wire.bytesRead;
+    rest[at + REST_SENT] = messagesOut;
     return slot;
   }
 
@@ -350,10 +352,10 @@ export class NativeTransport {
     return [this.rest[at + REST_OPENED], this.rest[at + REST_RECEIVED], this.rest[at + REST_PINGED]];
   }
 
-  /** @internal A resting slot's bytes received and sent. */
-  restedBytes(slot: number): [bytesIn: number, bytesOut: number] {
+  /** @internal A resting slot's bytes received and sent, and messages sent (it has received none). */
+  restedCounts(slot: number): [bytesIn: number, bytesOut: number, messagesOut: number] {
     const at = slot * REST_FIELDS;
-    return [this.rest[at + REST_READ], this.binding.bytesOut(this.rest[at + REST_HANDLE])];
+    return [this.rest[at + REST_READ], this.binding.bytesOut(this.rest[at + REST_HANDLE]), this.rest[at + REST_SENT]];
   }
 
   /** @internal Since when a resting slot has received nothing. */
