@@ -11,6 +11,7 @@
 #include <cerrno>
 
 #include "transport-loop.h"
+#include "write-batch.h"
 
 namespace wavecast {
 namespace transport {
@@ -46,13 +47,7 @@ double Loop::Send(uint32_t slot, const struct iovec* iov, int iovcnt) {
     return static_cast<double>(c.queue->size());
   }
   if (total == 0) return 0;
-  struct msghdr msg = {};
-  msg.msg_iov = const_cast<struct iovec*>(iov);
-  msg.msg_iovlen = static_cast<size_t>(iovcnt);
-  ssize_t sent;
-  do {
-    sent = sendmsg(c.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
+  ssize_t sent = SendNow(c.fd, iov, iovcnt);
   if (sent < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       Close(slot, errno);

@@ -1,6 +1,6 @@
 // Broadcast fan-out: one encoded frame offered to many sockets with one
-// sendmsg() each, from one call into the addon instead of one socket.write()
-// per recipient. Linux only: elsewhere the addon does not export writeBatch
+// write each (see SendNow), from one call into the addon instead of one
+// socket.write() per recipient. Linux only: elsewhere the addon does not export writeBatch
 // and the JS path writes each socket.
 #include "write-batch.h"
 
@@ -12,23 +12,35 @@
 
 namespace wavecast {
 
-void WriteBatch(const int32_t* fds, size_t count, const struct iovec* iov, int iovcnt,
-                int32_t* results) {
+ssize_t SendNow(int fd, const struct iovec* iov, int iovcnt) {
+  // MSG_DONTWAIT: never block the event loop, even on a descriptor that
+  // someone set to blocking. MSG_NOSIGNAL: a reset peer is an EPIPE
+  // result here, not a process-killing SIGPIPE.
+  constexpr int kFlags = MSG_DONTWAIT | MSG_NOSIGNAL;
+  ssize_t sent;
+  if (iovcnt == 1) {
+    do {
+      sent = send(fd, iov[0].iov_base, iov[0].iov_len, kFlags);
+    } while (sent < 0 && errno == EINTR);
+    return sent;
+  }
   struct msghdr msg = {};
   msg.msg_iov = const_cast<struct iovec*>(iov);
   msg.msg_iovlen = static_cast<size_t>(iovcnt);
+  do {
+    sent = sendmsg(fd, &msg, kFlags);
+  } while (sent < 0 && errno == EINTR);
+  return sent;
+}
+
+void WriteBatch(const int32_t* fds, size_t count, const struct iovec* iov, int iovcnt,
+                int32_t* results) {
   for (size_t i = 0; i < count; i++) {
     if (fds[i] < 0) {
       results[i] = -EBADF;
       continue;
     }
-    ssize_t sent;
-    do {
-      // MSG_DONTWAIT: never block the event loop, even on a descriptor that
-      // someone set to blocking. MSG_NOSIGNAL: a reset peer is an EPIPE
-      // result here, not a process-killing SIGPIPE.
-      sent = sendmsg(fds[i], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
+    const ssize_t sent = SendNow(fds[i], iov, iovcnt);
     // EWOULDBLOCK equals EAGAIN on Linux, so callers test one code.
     results[i] = sent < 0 ? -errno : static_cast<int32_t>(sent);
   }

@@ -126,9 +126,9 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
     // Between messages again: the parser goes back to being the spare.
     if (this.parser === parser && returnSpareParser(parser)) this.parser = null;
     this.checkBackpressure();
-    // Only pings and pongs so far, nothing going on or held: it may rest again (registry.ts). (`closing`, `waiting`, `deferred` imply a flag, a message or `deflate`.)
+    // Only pings and pongs received, nothing going on or held: it may rest again, its sent messages counted (registry.ts). (`closing`, `waiting`, `deferred` imply a flag, a message or `deflate`.)
     if (this.parser === null && this.flags === 0 && this.state === ReadyState.OPEN && this.batchNode === null && this.topics === null && this.deflate === null &&
-      this.messagesIn + this.messagesOut + this.pendingBytes + this.wire.queued === 0 && this.protocol === '' && this.data === undefined) this.owner.rest?.(this);
+      this.messagesIn + this.pendingBytes + this.wire.queued === 0 && this.protocol === '' && this.data === undefined) this.owner.rest?.(this);
   }
 
   /** This connection's parser, the spare one adopted if it has none. */

@@ -120,7 +120,7 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
         const now = clock();
         return transport.park(wire, fd, now, now, 0);
       }
-      return transport.park(wire, fd, connection.connectTime, connection.lastReceive, connection.lastPing);
+      return transport.park(wire, fd, connection.connectTime, connection.lastReceive, connection.lastPing, connection.messagesOut);
     },
     wake: (fd, slot) => {
       const [openedAt, lastReceive, lastPing] = transport.restedTimes(slot);
@@ -128,10 +128,11 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
       connection.connectTime = openedAt;
       connection.lastReceive = lastReceive;
       connection.lastPing = lastPing;
+      connection.messagesOut = transport.restedCounts(slot)[2];
       return connection;
     },
     quietSince: (slot) => transport.quietSince(slot),
-    bytes: (slot) => transport.restedBytes(slot),
+    counts: (slot) => transport.restedCounts(slot),
   });
   // http.Server tracks its connections (closeAllConnections, request
   // timeouts) from its 'listening' event on.

@@ -11,10 +11,12 @@
  * it are what grows it). The first look at a resting connection (`get`,
  * `values`, an event on its slot, the heartbeat when it is due) wakes it: its
  * objects are made then, as they would have been at its opening. One that
- * only answered pings since rests again (see `Connection.receive`).
+ * has since received only pings and pongs rests again after the next one,
+ * whatever it was sent (a broadcast to everyone wakes everyone, each until
+ * its next pong; see `Connection.receive`).
  *
  * Budget of a resting connection: its Map entry here (about 28 bytes at
- * 10,000) and 6 numbers in the transport (48 bytes, off the JS heap);
+ * 10,000) and 7 numbers in the transport (56 bytes, off the JS heap);
  * awake, it is a `Connection` (192 bytes) and a `NativeWire` (72 bytes) more.
  */
 
@@ -30,8 +32,8 @@ export interface Resting<C> {
   wake(fd: number, token: number): C;
   /** Since when the connection of a token has received nothing (a `clock()` reading). */
   quietSince(token: number): number;
-  /** Bytes the connection of a token received and sent (a resting one has no message either way). */
-  bytes(token: number): [bytesIn: number, bytesOut: number];
+  /** Bytes the connection of a token received and sent, and the messages it sent (a resting one has received none). */
+  counts(token: number): [bytesIn: number, bytesOut: number, messagesOut: number];
 }
 
 export class Registry<C> {
@@ -161,18 +163,16 @@ export class Registry<C> {
     for (const entry of this.byFd.values()) if (typeof entry !== 'number') yield entry;
   }
 
-  /** Bytes received and sent by the resting connections, summed, without waking them (for `stats()`). */
-  restingBytes(): [bytesIn: number, bytesOut: number] {
-    if (this.restingCount === 0) return [0, 0];
-    let bytesIn = 0;
-    let bytesOut = 0;
+  /** Bytes received and sent and messages sent by the resting connections, summed, without waking them (for `stats()`). */
+  restingCounts(): [bytesIn: number, bytesOut: number, messagesOut: number] {
+    const sums: [number, number, number] = [0, 0, 0];
+    if (this.restingCount === 0) return sums;
     for (const entry of this.byFd.values()) {
       if (typeof entry !== 'number') continue;
-      const [i, o] = this.resting!.bytes(entry);
-      bytesIn += i;
-      bytesOut += o;
+      const counts = this.resting!.counts(entry);
+      for (let i = 0; i < 3; i++) sums[i] += counts[i];
     }
-    return [bytesIn, bytesOut];
+    return sums;
   }
 
   /** Wakes the resting connections quiet since `time` or before (a `clock()` reading): the heartbeat's due ones. */

@@ -172,10 +172,11 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
       totals.bytesIn += c.bytesIn;
       totals.bytesOut += c.bytesOut;
     }
-    // Resting connections count without waking (they have sent no message).
-    const [restingIn, restingOut] = this.registry.restingBytes();
+    // Resting connections count without waking.
+    const [restingIn, restingOut, restingMessagesOut] = this.registry.restingCounts();
     totals.bytesIn += restingIn;
     totals.bytesOut += restingOut;
+    totals.messagesOut += restingMessagesOut;
     return {
       backend,
       native: nativeStatus,

@@ -66,7 +66,8 @@ const REST_OPENED = 2;
 const REST_RECEIVED = 3;
 const REST_PINGED = 4;
 const REST_READ = 5;
-const REST_FIELDS = 6;
+const REST_SENT = 6;
+const REST_FIELDS = 7;
 
 const NO_PEER: readonly [string, number] = Object.freeze(['', 0] as [string, number]);
 
@@ -205,8 +206,8 @@ export class NativeTransport {
   private readonly drainWaiters = new Map<NativeWire, (() => void)[]>();
   /**
    * Resting connections (see `park`), REST_FIELDS numbers per slot: fd (0:
-   * the slot does not rest), handle, opening time, last receive, last ping
-   * and bytes read. Numbers, so an idle connection keeps no object of its
+   * the slot does not rest), handle, opening time, last receive, last ping,
+   * bytes read and messages sent. Numbers, so an idle connection keeps no object of its
    * own on the JS heap.
    */
   private rest = new Float64Array(0);
@@ -320,25 +321,24 @@ export class NativeTransport {
   }
 
   /**
-   * @internal Lets an open connection's slot rest: JS forgets its wire
-   * (the connection's fd, times and the bytes read so far are kept as
-   * numbers) until an event comes for the slot, which asks
-   * `handler.wake(fd)` to make its objects again (with `unpark`). Returns
-   * the slot, or -1 when the wire is not this transport's live one.
+   * @internal Lets an open connection's slot rest: JS forgets its wire (fd,
+   * times, bytes read and messages sent are kept as numbers) until an event
+   * comes for the slot, which asks `handler.wake(fd)` to make its objects
+   * again (`unpark`). The slot, or -1 if the wire is not this transport's live one.
    */
-  park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number): number {
+  park(wire: NativeWire, fd: number, openedAt: number, lastReceive: number, lastPing: number, messagesOut = 0): number {
     const slot = wire.slot;
     if (this.closed || wire.destroyed || this.wires[slot] !== wire || !(fd > 0)) return -1;
     this.wires[slot] = undefined;
-    return this.keepResting(slot, fd, wire.handle, openedAt, lastReceive, lastPing, wire.bytesRead);
+    return this.keepResting(slot, fd, wire.handle, openedAt, lastReceive, lastPing, wire.bytesRead, messagesOut);
   }
 
   /** @internal `park` for a fast open's slot (`onOpenResting`) opened at `now`: no wire is made. */
   parkOpened(slot: number, generation: number, fd: number, now: number): number {
-    return this.closed || !(fd > 0) ? -1 : this.keepResting(slot, fd, generation * SLOTS + slot, now, now, 0, 0);
+    return this.closed || !(fd > 0) ? -1 : this.keepResting(slot, fd, generation * SLOTS + slot, now, now, 0, 0, 0);
   }
 
-  private keepResting(slot: number, fd: number, handle: number, openedAt: number, lastReceive: number, lastPing: number, read: number): number {
+  private keepResting(slot: number, fd: number, handle: number, openedAt: number, lastReceive: number, lastPing: number, read: number, sent: number): number {
     const at = slot * REST_FIELDS;
     if (at >= this.rest.length) {
       const grown = new Float64Array(Math.max(at + REST_FIELDS, 1024 * REST_FIELDS, this.rest.length * 2));
@@ -352,6 +352,7 @@ export class NativeTransport {
     rest[at + REST_RECEIVED] = lastReceive;
     rest[at + REST_PINGED] = lastPing;
     rest[at + REST_READ] = read;
+    rest[at + REST_SENT] = sent;
     return slot;
   }
 
@@ -361,10 +362,10 @@ export class NativeTransport {
     return [this.rest[at + REST_OPENED], this.rest[at + REST_RECEIVED], this.rest[at + REST_PINGED]];
   }
 
-  /** @internal A resting slot's bytes received and sent. */
-  restedBytes(slot: number): [bytesIn: number, bytesOut: number] {
+  /** @internal A resting slot's bytes received and sent, and messages sent (it has received none). */
+  restedCounts(slot: number): [bytesIn: number, bytesOut: number, messagesOut: number] {
     const at = slot * REST_FIELDS;
-    return [this.rest[at + REST_READ], this.binding.bytesOut(this.rest[at + REST_HANDLE])];
+    return [this.rest[at + REST_READ], this.binding.bytesOut(this.rest[at + REST_HANDLE]), this.rest[at + REST_SENT]];
   }
 
   /** @internal Since when a resting slot has received nothing. */

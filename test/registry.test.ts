@@ -23,7 +23,7 @@ function resting(): { registry: Registry<Fake>; woken: number[] } {
       return { fd, woken: true };
     },
     quietSince: (token) => token / 10,
-    bytes: (token) => [token, 2 * token],
+    counts: (token) => [token, 2 * token, 3 * token],
   };
   registry.restWith(rest);
   return { registry, woken };
@@ -73,14 +73,14 @@ describe('registry', () => {
     assert.deepEqual([...registry.awake()].map((c) => c.fd), [1, 2]);
   });
 
-  test('restingBytes() sums the resting connections without waking them', () => {
+  test('restingCounts() sums the resting connections without waking them', () => {
     const { registry, woken } = resting();
     registry.rest(1, 'native');
     registry.add(2, { fd: 2, woken: false });
     registry.rest(3, 'native');
-    assert.deepEqual(registry.restingBytes(), [40, 80]);
+    assert.deepEqual(registry.restingCounts(), [40, 80, 120]);
     registry.get(1);
-    assert.deepEqual(registry.restingBytes(), [30, 60]);
+    assert.deepEqual(registry.restingCounts(), [30, 60, 90]);
     assert.deepEqual(woken, [1]);
   });
 

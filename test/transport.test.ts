@@ -989,6 +989,44 @@ describe('native transport', { skip }, () => {
       });
     });
 
+    test('a client sent messages rests again after its next pong, its messages sent still counted', async () => {
+      await withServer({ pingInterval: 150, heartbeatIdleTime: 5000 }, undefined, async (server) => {
+        const registry = coreOf(server).registry;
+        const rests = (fd: number): boolean => typeof (registry as unknown as { byFd: Map<number, unknown> }).byFd.get(fd) === 'number';
+        const clients = [await RawClient.open(server.port), await RawClient.open(server.port)];
+        await pollUntil(() => registry.restingSize === 2, 5000, 'both opened and resting');
+        const [pushed, other] = [...server.connections];
+        // A push and a broadcast wake their receivers; the messages reach the right clients.
+        assert.equal(server.push(pushed, 'to one'), true);
+        assert.equal(server.broadcast('to all'), 2);
+        assert.equal(registry.restingSize, 0);
+        await clients[0].until(() => clients[0].frames().length >= 2, 3000);
+        await clients[1].until(() => clients[1].frames().length >= 1, 3000);
+        assert.deepEqual(clients[0].frames().map((f) => f.payload.toString()), ['to one', 'to all']);
+        assert.deepEqual(clients[1].frames().map((f) => f.payload.toString()), ['to all']);
+        // Each answers its next ping, and rests again.
+        for (const client of clients) {
+          await client.until(() => client.frames().some((f) => f.opcode === OPCODE.PING), 3000);
+          client.send(clientFrame(OPCODE.PONG, ''));
+        }
+        await pollUntil(() => registry.restingSize === 2, 3000, 'both to rest again');
+        // Counted while resting, and as they were once woken.
+        assert.equal(server.stats().messagesOut, 3);
+        assert.equal(registry.restingSize, 2, 'stats() wakes nobody');
+        assert.equal(server.getClientInfo(pushed)!.messagesOut, 2);
+        assert.equal(server.getClientInfo(other)!.messagesOut, 1);
+        // One that received a message stays awake.
+        clients[1].send(clientFrame(OPCODE.TEXT, 'hello'));
+        await pollUntil(() => server.getClientInfo(other)!.messagesIn === 1, 3000, 'the message');
+        const pingsBefore = clients[1].frames().filter((f) => f.opcode === OPCODE.PING).length;
+        await clients[1].until(() => clients[1].frames().filter((f) => f.opcode === OPCODE.PING).length > pingsBefore, 3000);
+        clients[1].send(clientFrame(OPCODE.PONG, ''));
+        await delay(100);
+        assert.equal(rests(other), false);
+        for (const client of clients) client.destroy();
+      });
+    });
+
     test('a connection with a subprotocol or data does not rest', async () => {
       const resting: number[] = [];
       await withServer<{ n: number }>({ subprotocols: ['chat'] }, (s) => {
