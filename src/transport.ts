@@ -205,10 +205,8 @@ export class NativeTransport {
   /** Callbacks waiting for a wire's queue to empty (few: a drop's and a throttle's), kept here, not per wire. */
   private readonly drainWaiters = new Map<NativeWire, (() => void)[]>();
   /**
-   * Resting connections (see `park`), REST_FIELDS numbers per slot: fd (0:
-   * the slot does not rest), handle, opening time, last receive, last ping,
-   * bytes read and messages sent. Numbers, so an idle connection keeps no object of its
-   * own on the JS heap.
+   * Resting connections (see `park`), REST_FIELDS numbers per slot: fd (0: none rests), handle, opening
+   * time, last receive, last ping, bytes read, messages sent. Numbers: no object per idle connection.
    */
   private rest = new Float64Array(0);
   private sweepTimer: NodeJS.Timeout | null = null;
