@@ -97,6 +97,16 @@ int BoundPort(int fd);
 // received bytes after their turn").
 uint8_t* TakeBlock();
 void GiveBlock(uint8_t* block);
+// Frees the spare blocks that stayed unused since the last trim, keeping a
+// few; at most once a second whoever calls it (the handshake sweep does).
+void TrimBlocks();
+// Blocks allocated (ever), alive (lent or spare) and spare, for tests.
+struct BlockStats {
+  double made = 0;
+  size_t live = 0;
+  size_t spare = 0;
+};
+BlockStats Blocks();
 
 class Loop {
  public:

@@ -18,6 +18,8 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import { backend, OPCODE, Server, type ServerOptions } from '../src/index.js';
 import {
@@ -33,6 +35,7 @@ import {
 } from './helpers.js';
 import { OPENSSL, requireProgram, skipWithout } from './programs.js';
 import { coreOf } from '../src/server-core.js';
+import { transportBlocks } from '../src/native.js';
 
 /** Why the suite cannot run here, or false when a default server runs on the native transport. */
 async function nativeUnavailable(): Promise<string | false> {
@@ -848,6 +851,55 @@ describe('native transport', { skip }, () => {
           }
           assert.equal(kept.length, sent.length);
           kept.forEach((data, i) => assert.ok(data.equals(sent[i]), `message ${i} changed after it was received`));
+        } finally {
+          ws.terminate();
+        }
+      });
+    });
+  });
+
+  describe('data blocks', () => {
+    // A lent block comes back when a scavenge frees its Buffer, all of one
+    // GC cycle's together: they wait as spares for the next busy spell, and
+    // the handshake sweep gives back those a whole second did not need.
+    test("a busy spell's blocks come back as spares, serve the next spell without new ones, and go after a quiet second", { timeout: 30_000 }, async () => {
+      const blocks = transportBlocks!;
+      setFlagsFromString('--expose-gc');
+      const gc = runInNewContext('gc') as () => void;
+      // Frees the batches' Buffers; their blocks come back on a later turn.
+      const collect = async (): Promise<void> => {
+        gc();
+        await delay(50);
+        gc();
+        await delay(50);
+      };
+      await withServer({}, (s) => {
+        s.on('message', (frame) => {
+          s.push(frame.fd, 'ok');
+        });
+      }, async (server) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${server.port}`, { perMessageDeflate: false });
+        // 100 messages of 48 KiB, one in flight at a time: one lent block each.
+        const spell = async (): Promise<void> => {
+          for (let i = 0; i < 100; i++) {
+            const reply = waitFor(ws, 'message', 5000);
+            ws.send(randomBytes(48 * 1024));
+            await reply;
+          }
+        };
+        try {
+          await waitFor(ws, 'open', 5000);
+          await collect();
+          await spell();
+          await collect();
+          const [made, , spare] = blocks();
+          assert.ok(spare >= 100, `${spare} spare blocks after 100 lent ones came back`);
+          await spell();
+          await collect();
+          assert.equal(blocks()[0], made, 'the second spell took spares only');
+          await pollUntil(() => blocks()[2] <= 32, 5000, 'the spares a quiet second did not need freed');
+          const [, live, left] = blocks();
+          assert.ok(live - left <= 2, `${live - left} blocks lent or read into while nothing is sent`);
         } finally {
           ws.terminate();
         }
