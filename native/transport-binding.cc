@@ -506,6 +506,16 @@ napi_value TransportBlocks(napi_env env, napi_callback_info) {
   return result;
 }
 
+// setReadSize(bytes): see Loop::SetReadSize.
+napi_value SetReadSize(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1] = {nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  const int64_t bytes = Int(env, argv[0]);
+  if (t != nullptr) t->SetReadSize(bytes > 0 ? static_cast<size_t>(bytes) : 0);
+  return nullptr;
+}
+
 napi_value Accept(napi_env env, napi_callback_info info) { return Answer(env, info, true); }
 napi_value Reject(napi_env env, napi_callback_info info) { return Answer(env, info, false); }
 
@@ -650,7 +660,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
       {"listenFd", ListenFd},     {"handshaking", Handshaking},
       {"writev", Writev},         {"writeBatch", WriteBatch},       {"writeEach", WriteEach},
-      {"accept", Accept},         {"setFastOpen", SetFastOpen},
+      {"accept", Accept},         {"setFastOpen", SetFastOpen},     {"setReadSize", SetReadSize},
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
       {"destroySoon", HandleCall<&Loop::DestroySoon>},              {"destroy", HandleCall<&Loop::Destroy>},
       {"pause", HandleCall<&Loop::Pause>},                          {"resume", HandleCall<&Loop::Resume>},

@@ -25,9 +25,11 @@ namespace {
 // a scavenge, so a busy server has all the blocks of one GC cycle out at
 // once (measured: about 500 while echoing 16 KiB messages to 100 clients)
 // and gets them back together. Keeping only a few then sent most back to
-// malloc (a 128 KiB chunk: brk trims and mmaps, a page fault per 4 KiB when
-// it is taken again); the spares now keep up to kMaxSpareBlocks, and the
+// malloc (chunks of this size: brk trims and mmaps, a page fault per 4 KiB
+// when taken again); the spares now keep up to kMaxSpareBlocks, and the
 // sweep gives back those a whole second did not need, down to kKeptBlocks.
+// A spare holds in memory only the pages some batch wrote: a server whose
+// batches are small keeps little of each.
 constexpr size_t kKeptBlocks = 32;
 constexpr size_t kMaxSpareBlocks = 512;
 constexpr uint64_t kTrimEveryMs = 1000;
@@ -462,7 +464,7 @@ void Loop::Read(uint32_t slot, uint32_t ready) {
   uint8_t* into = data_.get() + data_size_;
   ssize_t n;
   do {
-    n = recv(c.fd, into, kReadChunk, 0);
+    n = recv(c.fd, into, read_size_, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     // A refused client's bytes are read and dropped.
@@ -486,6 +488,10 @@ void Loop::Read(uint32_t slot, uint32_t ready) {
 }
 
 // --- what JS asks ----------------------------------------------------------------
+
+void Loop::SetReadSize(size_t bytes) {
+  read_size_ = bytes < kMinReadChunk ? kMinReadChunk : bytes > kReadChunk ? kReadChunk : bytes;
+}
 
 int OpenListener(int family, const void* addr, unsigned addr_len, int backlog, bool v6only, int* out) {
   const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

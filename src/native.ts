@@ -60,6 +60,8 @@ export interface TransportBinding {
   writeEach(handles: Float64Array, ends: Uint32Array, count: number, bytes: Uint8Array, results: Int32Array): void;
   accept(handle: number, response: Uint8Array): boolean;
   setFastOpen(budget: number, path: string, maxHead: number): void;
+  /** The most one read takes from a connection (clamped to 64 .. 256 KiB by the transport). */
+  setReadSize(bytes: number): void;
   reject(handle: number, response: Uint8Array): boolean;
   release(handle: number): number;
   end(handle: number): void;

@@ -36,6 +36,7 @@ import {
 import { OPENSSL, requireProgram, skipWithout } from './programs.js';
 import { coreOf } from '../src/server-core.js';
 import { transportBlocks } from '../src/native.js';
+import { NativeWire } from '../src/transport.js';
 
 /** Why the suite cannot run here, or false when a default server runs on the native transport. */
 async function nativeUnavailable(): Promise<string | false> {
@@ -904,6 +905,53 @@ describe('native transport', { skip }, () => {
           ws.terminate();
         }
       });
+    });
+  });
+
+  describe('read size', () => {
+    // One read takes all a client has pipelined, up to 256 KiB, but never
+    // more than the server's maxBackpressure (at least 64 KiB): what one
+    // read makes the server answer meets that limit over several batches.
+    const largestRead = async (options: ServerOptions): Promise<number> => {
+      const chunks: number[] = [];
+      const received = NativeWire.prototype.received;
+      NativeWire.prototype.received = function (this: NativeWire, chunk: Buffer): void {
+        chunks.push(chunk.length);
+        received.call(this, chunk);
+      };
+      let messages = 0;
+      try {
+        await withServer(options, (s) => {
+          s.on('message', () => {
+            // The first message holds the loop, so the other nine wait in the kernel together.
+            if (messages++ === 0) for (const end = Date.now() + 200; Date.now() < end; );
+          });
+        }, async (server) => {
+          const client = await RawClient.open(server.port);
+          try {
+            chunks.length = 0;
+            client.send(Buffer.concat(Array.from({ length: 10 }, () => clientFrame(OPCODE.BINARY, randomBytes(16 * 1024)))));
+            await pollUntil(() => messages === 10, 5000, 'ten messages');
+          } finally {
+            client.socket.destroy();
+          }
+        });
+      } finally {
+        NativeWire.prototype.received = received;
+      }
+      return Math.max(...chunks);
+    };
+
+    test('pipelined messages are read together, beyond 64 KiB, by default and with no limit', async () => {
+      for (const options of [{}, { maxBackpressure: Infinity }] as ServerOptions[]) {
+        const largest = await largestRead(options);
+        assert.ok(largest > 64 * 1024, `largest read ${largest} bytes with maxBackpressure ${options.maxBackpressure ?? 'by default'}`);
+      }
+    });
+
+    test('a read takes no more than maxBackpressure, down to 64 KiB', async () => {
+      assert.ok((await largestRead({ maxBackpressure: 100 * 1024 })) <= 100 * 1024);
+      assert.ok((await largestRead({ maxBackpressure: 1024 })) <= 64 * 1024);
     });
   });
 
