@@ -495,6 +495,27 @@ napi_value FastUpgradeCheck(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// transportBlocks(): [made, live, spare] data blocks of this process (see
+// transport::Blocks), for tests.
+napi_value TransportBlocks(napi_env env, napi_callback_info) {
+  const transport::BlockStats stats = transport::Blocks();
+  napi_value result;
+  if (napi_create_array_with_length(env, 3, &result) != napi_ok) return nullptr;
+  const double values[3] = {stats.made, static_cast<double>(stats.live), static_cast<double>(stats.spare)};
+  for (uint32_t i = 0; i < 3; i++) napi_set_element(env, result, i, Number(env, values[i]));
+  return result;
+}
+
+// setReadSize(bytes): see Loop::SetReadSize.
+napi_value SetReadSize(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1] = {nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  const int64_t bytes = Int(env, argv[0]);
+  if (t != nullptr) t->SetReadSize(bytes > 0 ? static_cast<size_t>(bytes) : 0);
+  return nullptr;
+}
+
 napi_value Accept(napi_env env, napi_callback_info info) { return Answer(env, info, true); }
 napi_value Reject(napi_env env, napi_callback_info info) { return Answer(env, info, false); }
 
@@ -561,6 +582,8 @@ napi_value Sweep(napi_env env, napi_callback_info info) {
   const int64_t age = Int(env, argv[0]);
   const int64_t cap = Int(env, argv[1]);
   if (t == nullptr || age < 0 || cap <= 0) return Number(env, 0);
+  // The same timer gives back spare data blocks a busy spell left behind.
+  transport::TrimBlocks();
   const auto ms = [](int64_t v) { return v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v); };
   return Number(env, t->Sweep(ms(age), ms(cap)));
 }
@@ -637,7 +660,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
       {"listenFd", ListenFd},     {"handshaking", Handshaking},
       {"writev", Writev},         {"writeBatch", WriteBatch},       {"writeEach", WriteEach},
-      {"accept", Accept},         {"setFastOpen", SetFastOpen},
+      {"accept", Accept},         {"setFastOpen", SetFastOpen},     {"setReadSize", SetReadSize},
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
       {"destroySoon", HandleCall<&Loop::DestroySoon>},              {"destroy", HandleCall<&Loop::Destroy>},
       {"pause", HandleCall<&Loop::Pause>},                          {"resume", HandleCall<&Loop::Resume>},
@@ -669,8 +692,10 @@ napi_status InitTransport(napi_env env, napi_value exports) {
   if (status == napi_ok) status = napi_create_function(env, "listenSocket", NAPI_AUTO_LENGTH, ListenSocket, nullptr, &fn);
   if (status == napi_ok) status = napi_set_named_property(env, exports, "listenSocket", fn);
   if (status == napi_ok) status = napi_create_function(env, "fastUpgrade", NAPI_AUTO_LENGTH, FastUpgradeCheck, nullptr, &fn);
+  if (status == napi_ok) status = napi_set_named_property(env, exports, "fastUpgrade", fn);
+  if (status == napi_ok) status = napi_create_function(env, "transportBlocks", NAPI_AUTO_LENGTH, TransportBlocks, nullptr, &fn);
   if (status != napi_ok) return status;
-  return napi_set_named_property(env, exports, "fastUpgrade", fn);
+  return napi_set_named_property(env, exports, "transportBlocks", fn);
 }
 
 }  // namespace wavecast

@@ -102,6 +102,10 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   // An event on a resting connection's slot wakes it (registry.ts).
   const wake = (fd: number): void => void core.registry.get(fd);
   const transport = new NativeTransport({ onHead, onOpen, onOpenResting, onHttp, onBatchEnd: () => allowFastOpens(core), wake }, core.settings.handshakeTimeout);
+  // One read takes at most maxBackpressure (64 to 256 KiB; Infinity is no
+  // limit, and N-API would read it as 0): what one read makes the server
+  // answer then meets that limit over several batches, not within one.
+  transport.binding.setReadSize(Math.min(core.maxBackpressure, 2 ** 30));
   const inherited = inheritedListenFd();
   try {
     if (inherited !== null) transport.listenFd(inherited);

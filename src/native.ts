@@ -60,6 +60,8 @@ export interface TransportBinding {
   writeEach(handles: Float64Array, ends: Uint32Array, count: number, bytes: Uint8Array, results: Int32Array): void;
   accept(handle: number, response: Uint8Array): boolean;
   setFastOpen(budget: number, path: string, maxHead: number): void;
+  /** The most one read takes from a connection (clamped to 64 .. 256 KiB by the transport). */
+  setReadSize(bytes: number): void;
   reject(handle: number, response: Uint8Array): boolean;
   release(handle: number): number;
   end(handle: number): void;
@@ -112,6 +114,12 @@ export interface Addon {
    * decision answers. For tests.
    */
   fastUpgrade?: (head: Uint8Array, path: string, maxHead: number) => string | null;
+  /**
+   * With `createTransport`: the transport's data blocks in this process, as
+   * `[made, live, spare]` (ever allocated; allocated now, lent or spare;
+   * spare). For tests.
+   */
+  transportBlocks?: () => [number, number, number];
   /** The SIMD code paths the addon picked for this CPU. */
   simd: { mask: string; utf8: string };
 }
@@ -321,6 +329,10 @@ export const listenSocket: NonNullable<Addon['listenSocket']> | null =
 /** @internal See `Addon.fastUpgrade`; `null` wherever `createTransport` is. */
 export const fastUpgrade: NonNullable<Addon['fastUpgrade']> | null =
   createTransport === null ? null : (addon?.fastUpgrade ?? null);
+
+/** @internal See `Addon.transportBlocks`; `null` wherever `createTransport` is. */
+export const transportBlocks: NonNullable<Addon['transportBlocks']> | null =
+  createTransport === null ? null : (addon?.transportBlocks ?? null);
 
 /** The parts of a libuv stream handle that {@link writableFd} reads. */
 interface StreamHandle {

@@ -18,6 +18,8 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import { backend, OPCODE, Server, type ServerOptions } from '../src/index.js';
 import {
@@ -33,6 +35,8 @@ import {
 } from './helpers.js';
 import { OPENSSL, requireProgram, skipWithout } from './programs.js';
 import { coreOf } from '../src/server-core.js';
+import { transportBlocks } from '../src/native.js';
+import { NativeWire } from '../src/transport.js';
 
 /** Why the suite cannot run here, or false when a default server runs on the native transport. */
 async function nativeUnavailable(): Promise<string | false> {
@@ -852,6 +856,102 @@ describe('native transport', { skip }, () => {
           ws.terminate();
         }
       });
+    });
+  });
+
+  describe('data blocks', () => {
+    // A lent block comes back when a scavenge frees its Buffer, all of one
+    // GC cycle's together: they wait as spares for the next busy spell, and
+    // the handshake sweep gives back those a whole second did not need.
+    test("a busy spell's blocks come back as spares, serve the next spell without new ones, and go after a quiet second", { timeout: 30_000 }, async () => {
+      const blocks = transportBlocks!;
+      setFlagsFromString('--expose-gc');
+      const gc = runInNewContext('gc') as () => void;
+      // Frees the batches' Buffers; their blocks come back on a later turn.
+      const collect = async (): Promise<void> => {
+        gc();
+        await delay(50);
+        gc();
+        await delay(50);
+      };
+      await withServer({}, (s) => {
+        s.on('message', (frame) => {
+          s.push(frame.fd, 'ok');
+        });
+      }, async (server) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${server.port}`, { perMessageDeflate: false });
+        // 100 messages of 48 KiB, one in flight at a time: one lent block each.
+        const spell = async (): Promise<void> => {
+          for (let i = 0; i < 100; i++) {
+            const reply = waitFor(ws, 'message', 5000);
+            ws.send(randomBytes(48 * 1024));
+            await reply;
+          }
+        };
+        try {
+          await waitFor(ws, 'open', 5000);
+          await collect();
+          await spell();
+          await collect();
+          const [made, , spare] = blocks();
+          assert.ok(spare >= 100, `${spare} spare blocks after 100 lent ones came back`);
+          await spell();
+          await collect();
+          assert.equal(blocks()[0], made, 'the second spell took spares only');
+          await pollUntil(() => blocks()[2] <= 32, 5000, 'the spares a quiet second did not need freed');
+          const [, live, left] = blocks();
+          assert.ok(live - left <= 2, `${live - left} blocks lent or read into while nothing is sent`);
+        } finally {
+          ws.terminate();
+        }
+      });
+    });
+  });
+
+  describe('read size', () => {
+    // One read takes all a client has pipelined, up to 256 KiB, but never
+    // more than the server's maxBackpressure (at least 64 KiB): what one
+    // read makes the server answer meets that limit over several batches.
+    const largestRead = async (options: ServerOptions): Promise<number> => {
+      const chunks: number[] = [];
+      const received = NativeWire.prototype.received;
+      NativeWire.prototype.received = function (this: NativeWire, chunk: Buffer): void {
+        chunks.push(chunk.length);
+        received.call(this, chunk);
+      };
+      let messages = 0;
+      try {
+        await withServer(options, (s) => {
+          s.on('message', () => {
+            // The first message holds the loop, so the other nine wait in the kernel together.
+            if (messages++ === 0) for (const end = Date.now() + 200; Date.now() < end; );
+          });
+        }, async (server) => {
+          const client = await RawClient.open(server.port);
+          try {
+            chunks.length = 0;
+            client.send(Buffer.concat(Array.from({ length: 10 }, () => clientFrame(OPCODE.BINARY, randomBytes(16 * 1024)))));
+            await pollUntil(() => messages === 10, 5000, 'ten messages');
+          } finally {
+            client.socket.destroy();
+          }
+        });
+      } finally {
+        NativeWire.prototype.received = received;
+      }
+      return Math.max(...chunks);
+    };
+
+    test('pipelined messages are read together, beyond 64 KiB, by default and with no limit', async () => {
+      for (const options of [{}, { maxBackpressure: Infinity }] as ServerOptions[]) {
+        const largest = await largestRead(options);
+        assert.ok(largest > 64 * 1024, `largest read ${largest} bytes with maxBackpressure ${options.maxBackpressure ?? 'by default'}`);
+      }
+    });
+
+    test('a read takes no more than maxBackpressure, down to 64 KiB', async () => {
+      assert.ok((await largestRead({ maxBackpressure: 100 * 1024 })) <= 100 * 1024);
+      assert.ok((await largestRead({ maxBackpressure: 1024 })) <= 64 * 1024);
     });
   });
 
