@@ -265,6 +265,17 @@ napi_value ListenFd(napi_env env, napi_callback_info info) {
   return Number(env, bound);
 }
 
+// deferAccept(seconds): TCP_DEFER_ACCEPT on the listener (see Loop::DeferAccept).
+napi_value DeferAccept(napi_env env, napi_callback_info info) {
+  int64_t seconds;
+  JsTransport* t = IntArgCall(env, info, &seconds);
+  if (t == nullptr) return Throw(env, "the transport is closed");
+  if (seconds < 0 || seconds > INT_MAX) return Throw(env, "seconds must be an integer from 0");
+  const int error = t->DeferAccept(static_cast<int>(seconds));
+  if (error != 0) return ThrowErrno(env, error, "setsockopt");
+  return nullptr;
+}
+
 // listenSocket(host, port, backlog, ipv6Only): [fd, port] of a new listening
 // socket no transport polls, for worker processes to inherit. The caller
 // closes the descriptor.
@@ -658,7 +669,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
   };
   const Method methods[] = {
       {"listen", Listen},         {"closeListener", CloseListener}, {"write", Write},
-      {"listenFd", ListenFd},     {"handshaking", Handshaking},
+      {"listenFd", ListenFd},     {"handshaking", Handshaking},     {"deferAccept", DeferAccept},
       {"writev", Writev},         {"writeBatch", WriteBatch},       {"writeEach", WriteEach},
       {"accept", Accept},         {"setFastOpen", SetFastOpen},     {"setReadSize", SetReadSize},
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},

@@ -238,6 +238,11 @@ void Loop::Raise(int32_t type, uint32_t slot, int32_t a, int32_t b) {
 
 // Between two epoll events: takes in the deferred events, then makes room
 // for what the next epoll event can add, calling JS if there is not.
+bool Loop::HasRoom() const {
+  return event_count_ + kEventRoom <= kMaxEvents && data_size_ < kBatchBytes &&
+         kDataCapacity - data_size_ >= kReadChunk && kHeadsCapacity - heads_size_ >= kHeadMax;
+}
+
 void Loop::Boundary() {
   size_t taken = 0;
   while (!disposed_) {
@@ -246,9 +251,7 @@ void Loop::Boundary() {
       Push(d[0], static_cast<uint32_t>(d[1]), d[2], d[3]);
       taken += 4;
     }
-    const bool room = event_count_ + kEventRoom <= kMaxEvents && data_size_ < kBatchBytes &&
-                      kDataCapacity - data_size_ >= kReadChunk && kHeadsCapacity - heads_size_ >= kHeadMax;
-    if (room && taken == deferred_.size()) break;
+    if (HasRoom() && taken == deferred_.size()) break;
     // JS may raise more deferred events (they are appended: `taken` holds).
     Flush();
   }
@@ -420,6 +423,10 @@ void Loop::AcceptAll() {
       continue;
     }
     c.interest = ev.events;
+    // With DeferAccept the head is (almost always) there already: read it
+    // now rather than after another epoll round. Each accept is a boundary
+    // of its own here: with no room left, epoll reports the head later.
+    if (read_after_accept_ && HasRoom()) ReadHead(slot, 0);
   }
 }
 
@@ -558,6 +565,13 @@ int Loop::ListenFd(int fd, int* port) {
     return error;
   }
   *port = BoundPort(fd);
+  return 0;
+}
+
+int Loop::DeferAccept(int seconds) {
+  if (listen_fd_ < 0) return EBADF;
+  if (setsockopt(listen_fd_, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds) != 0) return errno;
+  read_after_accept_ = seconds > 0;
   return 0;
 }
 

@@ -110,6 +110,8 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   try {
     if (inherited !== null) transport.listenFd(inherited);
     else await bindLikeNet(core.settings.options, (address, port, backlog, ipv6Only) => transport.listen(address, port, backlog, ipv6Only));
+    // A shared listener (workers) gets the same value from each: harmless.
+    if (core.settings.tcpDeferAccept > 0) transport.binding.deferAccept(core.settings.tcpDeferAccept);
   } catch (error) {
     transport.close();
     throw error;

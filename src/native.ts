@@ -50,6 +50,8 @@ export interface TransportBinding {
   listen(host: string, port: number, backlog: number, ipv6Only: boolean): number;
   /** Listens on an inherited listening socket other processes share; the port it is bound to. */
   listenFd(fd: number): number;
+  /** TCP_DEFER_ACCEPT on the listener, in seconds (0: off); heads are then read right after each accept. */
+  deferAccept(seconds: number): void;
   closeListener(): void;
   /** Bytes queued for the connection afterwards, or -1 when it is not open. */
   write(handle: number, head: Uint8Array, body: Uint8Array | null): number;

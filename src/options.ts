@@ -18,6 +18,8 @@ export interface Settings {
   readonly maxPayload: number;
   readonly closeTimeout: number;
   readonly handshakeTimeout: number;
+  /** TCP_DEFER_ACCEPT of the native listener, in whole seconds (0: off). */
+  readonly tcpDeferAccept: number;
   readonly maxConnections: number;
   readonly maxBackpressure: number;
   readonly backpressure: 'drop' | 'close';
@@ -44,6 +46,7 @@ const KNOWN_OPTIONS = Object.keys({
   heartbeatIdleTime: true,
   pingInterval: true,
   handshakeTimeout: true,
+  tcpDeferAccept: true,
   closeTimeout: true,
   maxConnections: true,
   subprotocols: true,
@@ -210,6 +213,8 @@ export function resolveOptions(options: ServerOptions): Settings {
   const heartbeat = resolveHeartbeat(options);
   const handshakeTimeout = checkTime('handshakeTimeout', options.handshakeTimeout, 10_000);
   const closeTimeout = checkTime('closeTimeout', options.closeTimeout, 5_000);
+  // The kernel counts in seconds (it retransmits the SYN-ACK that many times at most).
+  const tcpDeferAccept = Math.min(Math.ceil(checkTime('tcpDeferAccept', options.tcpDeferAccept, 1_000) / 1000), 3600);
   const maxConnections = options.maxConnections ?? Infinity;
   const deflate = resolveDeflateOptions(options.perMessageDeflate);
   const maxBackpressure = options.maxBackpressure ?? MiB;
@@ -231,6 +236,7 @@ export function resolveOptions(options: ServerOptions): Settings {
     maxPayload,
     closeTimeout,
     handshakeTimeout,
+    tcpDeferAccept,
     maxConnections,
     maxBackpressure,
     backpressure,

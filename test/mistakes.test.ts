@@ -79,6 +79,13 @@ describe('options', () => {
     assert.throws(() => new Server(js({ port: '0' })), { name: 'TypeError', message: "port must be a number, got the string '0'" });
     assert.throws(() => new Server({ port: 1.5 }), RangeError);
   });
+
+  test('tcpDeferAccept takes a non-negative number of milliseconds', () => {
+    for (const bad of [-1, Infinity, NaN, '1000']) {
+      assert.throws(() => new Server(js({ tcpDeferAccept: bad })), { name: 'RangeError', message: /^tcpDeferAccept must be a non-negative number of milliseconds/ });
+    }
+    for (const good of [0, 1, 1000, 2500]) assert.doesNotThrow(() => new Server({ tcpDeferAccept: good }));
+  });
 });
 
 describe('handshake hook failures', () => {

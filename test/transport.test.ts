@@ -568,7 +568,8 @@ describe('native transport', { skip }, () => {
 
   describe('handshake deadline', () => {
     test('a client stalled in its head and a silent one are cut after handshakeTimeout; an open client stays', async () => {
-      await withServer({ handshakeTimeout: 300 }, undefined, async (server) => {
+      // Without TCP_DEFER_ACCEPT: the kernel hands the silent client over at once.
+      await withServer({ handshakeTimeout: 300, tcpDeferAccept: 0 }, undefined, async (server) => {
         const open = await Peer.open(server.port);
         const started = Date.now();
         const stalled = await Peer.connect(server.port);
@@ -593,6 +594,34 @@ describe('native transport', { skip }, () => {
         open.destroy();
       });
     });
+  });
+
+  describe('tcpDeferAccept', () => {
+    // TCP_DEFER_ACCEPT (on by default, 1 s): the kernel hands a connection
+    // over once its first bytes are in; a silent one after about a second.
+    for (const tcpDeferAccept of [undefined, 0]) {
+      test(`tcpDeferAccept ${tcpDeferAccept ?? '(default)'}: a client that sends its head opens at once; a silent one is ${tcpDeferAccept === 0 ? 'handshaking at once' : 'held by the kernel first'}`, async () => {
+        await withServer({ handshakeTimeout: 300, tcpDeferAccept }, undefined, async (server) => {
+          const transport = coreOf(server).transport!;
+          const started = Date.now();
+          const silent = await Peer.connect(server.port);
+          const talker = await Peer.open(server.port);
+          assert.ok(Date.now() - started < 900, 'the client that spoke opened without waiting for the kernel');
+          await echoes(talker, 'at once');
+          await delay(150);
+          // Held by the kernel: not accepted yet, so not handshaking.
+          assert.equal(transport.handshaking, tcpDeferAccept === 0 ? 1 : 0);
+          await silent.untilClosed(5000);
+          const cutAfter = Date.now() - started;
+          if (tcpDeferAccept === 0) assert.ok(cutAfter <= 1000, `cut after ${cutAfter} ms`);
+          // About a second in the kernel, then handshakeTimeout.
+          else assert.ok(cutAfter >= 1000 && cutAfter <= 4500, `cut after ${cutAfter} ms`);
+          assert.equal(silent.text(), '');
+          assert.equal(talker.closed, false);
+          talker.destroy();
+        });
+      });
+    }
   });
 
   describe('clients that leave during the handshake', () => {
