@@ -71,8 +71,13 @@ export class BatchNode {
   }
 }
 
-/** Above this many bytes a group's frames are written as they are rather than joined. */
-const JOIN_MAX = 64 * 1024;
+/**
+ * Above this many bytes a group's frames are written as they are rather than
+ * joined (then one call per connection instead of one for the group). As
+ * much as one read can bring: a sender's 64 messages of 1 KiB read at once
+ * are 64 broadcasts in one turn, 65.8 KB for each receiver.
+ */
+const JOIN_MAX = 256 * 1024;
 /**
  * A group of one connection joins only this much: larger frames go out as
  * one writev of their parts, uncopied (joining pays only when the buffer is

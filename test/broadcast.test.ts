@@ -451,7 +451,7 @@ describe('batching per tick', () => {
         assert.equal(spy.count(a.fd), 1, `7 messages in one tick, one write (${backend})`);
         assert.equal(spy.count(b.fd), 1, '2 broadcasts in one tick, one write');
 
-        // Over 64 KiB in one tick: the frames are written as a list, still in one write.
+        // Large frames of one connection in one tick: written as a list (uncopied), still in one write.
         spy.reset();
         const big = [numbered(1, 30 * KiB), numbered(2, 30 * KiB), numbered(3, 30 * KiB)];
         server.push(a.fd, big[0], OPCODE.BINARY);
