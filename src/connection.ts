@@ -119,10 +119,10 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
   }
 
   /** Feeds received bytes to the parser (also bytes that came with the upgrade request). */
-  receive(chunk: Buffer): void {
+  receive(chunk: Buffer, start = 0, end = chunk.length): void {
     this.lastReceive = clock();
     const parser = this.takeParser();
-    parser.write(chunk);
+    parser.write(chunk, start, end);
     // Between messages again: the parser goes back to being the spare.
     if (this.parser === parser && returnSpareParser(parser)) this.parser = null;
     this.checkBackpressure();

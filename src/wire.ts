@@ -12,7 +12,8 @@ import type { TransportBinding } from './native.js';
 
 /** Where a wire reports what happens to it (the connection). */
 export interface WireSink {
-  receive(chunk: Buffer): void;
+  /** `chunk[start, end)` arrived (the whole chunk when they are left out). */
+  receive(chunk: Buffer, start?: number, end?: number): void;
   /** The peer sent FIN. */
   peerEnded(): void;
   /** The descriptor is closed; called once. */

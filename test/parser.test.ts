@@ -49,11 +49,27 @@ function run(chunks: Buffer[], maxPayload = 1 << 20): Event[] {
   return recorder.events;
 }
 
-/** Asserts the events for `input` whole, split at every byte, and byte by byte. */
+/** Bytes around a ranged chunk (see `runRanged`): read as a frame, they would be an RSV_BITS_SET error. */
+const JUNK = Buffer.from('ffffff', 'hex');
+
+/**
+ * Feeds each chunk as a range of a larger buffer with other bytes on both
+ * sides, as the native transport hands a connection its part of a batch.
+ */
+function runRanged(chunks: Buffer[], maxPayload = 1 << 20): Event[] {
+  const recorder = new Recorder();
+  const parser = new Parser(recorder, maxPayload);
+  for (const chunk of chunks) parser.write(Buffer.concat([JUNK, chunk, JUNK]), JUNK.length, JUNK.length + chunk.length);
+  return recorder.events;
+}
+
+/** Asserts the events for `input` whole, split at every byte (also as ranges of larger buffers), and byte by byte. */
 function check(input: Buffer, expected: Event[], maxPayload?: number): void {
   assert.deepEqual(run([input], maxPayload), expected, 'whole input');
+  assert.deepEqual(runRanged([input], maxPayload), expected, 'whole input, as a range');
   for (let i = 1; i < input.length; i++) {
     assert.deepEqual(run([input.subarray(0, i), input.subarray(i)], maxPayload), expected, `split at ${i}`);
+    assert.deepEqual(runRanged([input.subarray(0, i), input.subarray(i)], maxPayload), expected, `split at ${i}, as ranges`);
   }
   const bytes = Array.from({ length: input.length }, (_, i) => input.subarray(i, i + 1));
   assert.deepEqual(run(bytes, maxPayload), expected, 'byte by byte');
@@ -391,6 +407,20 @@ describe('parser: permessage-deflate (RFC 7692)', () => {
     assert.deepEqual(recorder.events.slice(1), [text('next'), ['fragment', 1, HELLO.toString('hex'), true]]);
     parser.resume();
     assert.deepEqual(recorder.events.slice(3), [text('later')]);
+  });
+
+  test('pause() holds ranges of larger buffers too, and only the bytes in them', () => {
+    const recorder = new DeflateRecorder();
+    const parser = new Parser(recorder, 1 << 20, true);
+    recorder.parser = parser;
+    recorder.pauseOnFragment = true;
+    const first = Buffer.concat([masked(1, HELLO, { rsv: 4 }), masked(1, 'next')]);
+    parser.write(Buffer.concat([JUNK, first, JUNK]), JUNK.length, JUNK.length + first.length);
+    assert.deepEqual(recorder.events, [['fragment', 1, HELLO.toString('hex'), true]]);
+    const later = masked(1, 'later');
+    parser.write(Buffer.concat([JUNK, later, JUNK]), JUNK.length, JUNK.length + later.length);
+    parser.resume();
+    assert.deepEqual(recorder.events.slice(1), [text('next'), text('later')]);
   });
 });
 

@@ -146,15 +146,19 @@ export class Parser {
     return this.state === STOPPED;
   }
 
-  /** Feeds one chunk. The chunk may be unmasked in place and kept by views. */
-  write(chunk: Buffer): void {
+  /**
+   * Feeds `chunk[start, end)` (a native batch's bytes for one connection are
+   * a range of it: no view is made per read). They may be unmasked in place
+   * and kept by views.
+   */
+  write(chunk: Buffer, start = 0, end = chunk.length): void {
     if (this.state === STOPPED) return;
     if (this.paused) {
-      this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+      const part = start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end);
+      this.pending = this.pending === null ? part : Buffer.concat([this.pending, part]);
       return;
     }
-    let pos = 0;
-    const end = chunk.length;
+    let pos = start;
     while (pos < end && this.state !== STOPPED && !this.paused) {
       if (this.state === HEADER) {
         pos = this.readHeader(chunk, pos, end);
@@ -162,7 +166,7 @@ export class Parser {
         pos = this.readPayload(chunk, pos, end);
       }
     }
-    if (this.paused && pos < end && this.state !== STOPPED) this.pending = chunk.subarray(pos);
+    if (this.paused && pos < end && this.state !== STOPPED) this.pending = chunk.subarray(pos, end);
   }
 
   private fail(code: WebSocketErrorCode, offset?: number): void {
