@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { OPCODE, Server, type ServerOptions } from '../src/index.js';
+import { clock } from '../src/heartbeat.js';
 import { coreOf } from '../src/server-core.js';
 import { closeEvent, lastFd, RawClient, startServer, waitFor } from './helpers.js';
 
@@ -31,6 +32,16 @@ describe('heartbeat defaults', () => {
     assert.deepEqual(heartbeatOf({ heartbeatIdleTime: 0 }), off);
     assert.deepEqual(heartbeatOf({ pingInterval: 0 }), off);
     assert.deepEqual(heartbeatOf({ heartbeatCheckInterval: 0 }), off);
+  });
+});
+
+describe('heartbeat clock', () => {
+  test('reads the time once per synchronous stretch of JS (a batch stamps its connections alike), anew after its microtasks', async () => {
+    const first = clock();
+    for (const end = Date.now() + 5; Date.now() <= end; );
+    assert.equal(clock(), first, 'one reading for the stretch');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(clock() >= first + 5, 'a later stretch reads the time again');
   });
 });
 
