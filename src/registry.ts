@@ -44,6 +44,13 @@ export class Registry<C> {
   private resting: Resting<C> | null = null;
   /** How many entries of `byFd` are tokens. */
   private restingCount = 0;
+  /**
+   * The connection `get` last found, and its fd (-1: none), until `byFd`
+   * changes: the messages of one read are answered one after another, each
+   * `push` asking for the same fd (echo at depth 10: 9 lookups in 10).
+   */
+  private lastFd = -1;
+  private last: C | undefined = undefined;
 
   /**
    * Allocates from `base + 1, base + 2, ...` (the range of this process's
@@ -67,6 +74,7 @@ export class Registry<C> {
   }
 
   add(fd: number, connection: C): void {
+    this.forgetLast();
     this.byFd.set(fd, connection);
   }
 
@@ -80,6 +88,7 @@ export class Registry<C> {
     if (connection !== null && this.byFd.get(fd) !== connection) return false;
     const token = this.resting !== null ? this.resting.park(fd, wire, connection) : -1;
     if (token < 0) return false;
+    this.forgetLast();
     this.byFd.set(fd, token);
     this.restingCount++;
     return true;
@@ -96,14 +105,21 @@ export class Registry<C> {
    * `listen-native.ts`); only while `canRest`.
    */
   addResting(fd: number, token: number): void {
+    this.forgetLast();
     this.byFd.set(fd, token);
     this.restingCount++;
   }
 
   /** The connection of `fd` (woken if it was resting). */
   get(fd: number): C | undefined {
+    if (fd === this.lastFd) return this.last;
     const entry = this.byFd.get(fd);
-    return typeof entry === 'number' ? this.wake(fd, entry) : entry;
+    if (typeof entry === 'number') return this.wake(fd, entry);
+    if (entry !== undefined) {
+      this.lastFd = fd;
+      this.last = entry;
+    }
+    return entry;
   }
 
   /** Whether `fd` is a connection here (resting or not), without waking it. */
@@ -120,6 +136,7 @@ export class Registry<C> {
     const entry = this.byFd.get(fd);
     if (entry === undefined) return false;
     if (typeof entry === 'number') this.restingCount--;
+    this.forgetLast();
     return this.byFd.delete(fd);
   }
 
@@ -184,7 +201,13 @@ export class Registry<C> {
     }
   }
 
+  private forgetLast(): void {
+    this.lastFd = -1;
+    this.last = undefined;
+  }
+
   private wake(fd: number, token: number): C {
+    // Not `forgetLast()`: only an fd whose entry is a connection is remembered.
     const connection = this.resting!.wake(fd, token);
     this.byFd.set(fd, connection);
     this.restingCount--;

@@ -84,6 +84,29 @@ describe('registry', () => {
     assert.deepEqual(woken, [1]);
   });
 
+  test('get() of the fd it just found answers the same until the fd is deleted, re-added, rests or wakes', () => {
+    const { registry, woken } = resting();
+    const first = { fd: 1, woken: false };
+    registry.add(1, first);
+    assert.equal(registry.get(1), first);
+    assert.equal(registry.get(1), first);
+    registry.delete(1);
+    assert.equal(registry.get(1), undefined, 'deleted');
+    const again = { fd: 1, woken: false };
+    registry.add(1, { fd: 1, woken: false });
+    registry.get(1);
+    registry.add(1, again);
+    assert.equal(registry.get(1), again, 're-added');
+    assert.equal(registry.rest(1, 'native', again), true);
+    const awoken = registry.get(1);
+    assert.deepEqual([awoken, woken], [{ fd: 1, woken: true }, [1]], 'rested, then woken by get');
+    assert.equal(registry.get(1), awoken, 'the woken one');
+    registry.addResting(1, 10);
+    assert.deepEqual(registry.get(1), { fd: 1, woken: true });
+    assert.notEqual(registry.get(1), awoken, 'parked anew, then woken anew');
+    assert.deepEqual(woken, [1, 1]);
+  });
+
   test('deleting a resting connection wakes nothing and counts it out', () => {
     const { registry, woken } = resting();
     registry.rest(1, 'native');
