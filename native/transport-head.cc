@@ -30,10 +30,7 @@ void Loop::ReadHead(uint32_t slot, uint32_t ready) {
     std::memcpy(scratch_, held->second.data(), have);
     partial_heads_.erase(held);
   }
-  ssize_t n;
-  do {
-    n = recv(c.fd, scratch_ + have, kHeadMax - have, 0);
-  } while (n < 0 && errno == EINTR);
+  const ssize_t n = RecvNow(c.fd, scratch_ + have, kHeadMax - have);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     if (have > 0) KeepPartial(slot, have);
     return;

@@ -469,10 +469,7 @@ void Loop::Read(uint32_t slot, uint32_t ready) {
   }
   WAVECAST_REQUIRE(kDataCapacity - data_size_ >= kReadChunk);
   uint8_t* into = data_.get() + data_size_;
-  ssize_t n;
-  do {
-    n = recv(c.fd, into, read_size_, 0);
-  } while (n < 0 && errno == EINTR);
+  const ssize_t n = RecvNow(c.fd, into, read_size_);
   if (n > 0) {
     // A refused client's bytes are read and dropped.
     if (Upgraded(c.state)) {
