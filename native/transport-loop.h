@@ -90,8 +90,13 @@ constexpr size_t kReadChunk = 256 * 1024;
 constexpr size_t kMinReadChunk = 64 * 1024;
 // A batch goes to JS once it holds this many bytes: JS answers the first
 // messages (and the kernel sends the answers) while later ones are read,
-// instead of reading every ready connection before answering any.
-constexpr size_t kBatchBytes = 64 * 1024;
+// instead of reading every ready connection before answering any. Each
+// call into JS has a cost of its own: at 64 KiB a batch of 16 KiB messages
+// went to JS four messages at a time, about 24 calls per pump of 100
+// ready clients; at 256 KiB, about 6 (measured: about 4% less server CPU
+// per round trip echoing 16 KiB at depth 1; depth 10, 32 B and broadcast
+// unchanged).
+constexpr size_t kBatchBytes = 256 * 1024;
 // A batch under kBatchBytes always has room for one more read.
 constexpr size_t kDataCapacity = kBatchBytes + kReadChunk;
 constexpr size_t kHeadMax = 16 * 1024;
