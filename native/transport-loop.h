@@ -20,9 +20,10 @@
 //       bytes after it, the descriptor is handed to Node (event HTTP) and
 //       Node's 'upgrade' road decides.
 //   open: reads (level-triggered, at most 256 KiB per connection per epoll
-//   event, never more than maxBackpressure) become DATA events; EOF is END; writes go straight to the kernel
-//   and what it does not take waits in a per-connection queue flushed on
-//   EPOLLOUT (DRAIN when empty); close() of the descriptor is CLOSE.
+//   event, never more than maxBackpressure) become DATA events; EOF is END;
+//   writes go straight to the kernel and what it does not take waits in a
+//   per-connection queue flushed on EPOLLOUT (DRAIN when empty); close() of
+//   the descriptor is CLOSE.
 //
 // THE RULE (what keeps one connection's bytes away from another's): JS runs
 // only between epoll events. Before one is handled, the batch is made to
@@ -38,6 +39,7 @@
 #define WAVECAST_TRANSPORT_LOOP_H_
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -62,11 +64,17 @@ namespace transport {
 // glibc makes recv() a cancellation point, wrapped in two calls that turn
 // asynchronous cancellation on and off around it (with send()'s, 0.5-0.7%
 // of the server's samples echoing 32-byte messages at depth 1, one read
-// per message), and nothing cancels the thread that reads here.
+// per message), and nothing cancels the thread that reads here. Under
+// AddressSanitizer recv() it is: its interceptor checks that `into` holds
+// `len` bytes, which a raw syscall would not.
 inline ssize_t RecvNow(int fd, void* into, size_t len) {
   long n;
   do {
+#if defined(__SANITIZE_ADDRESS__)
+    n = recv(fd, into, len, 0);
+#else
     n = syscall(SYS_recvfrom, fd, into, len, 0, nullptr, nullptr);
+#endif
   } while (n < 0 && errno == EINTR);
   return static_cast<ssize_t>(n);
 }
