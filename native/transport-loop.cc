@@ -24,11 +24,11 @@ namespace {
 // Spare blocks. A lent block comes back only when V8 frees its Buffer, in
 // a scavenge, so a busy server has all the blocks of one GC cycle out at
 // once (measured: about 500 of 320 KiB while echoing 16 KiB messages to 100
-// clients at depth 10, when batches went to JS at 64 KiB)
-// and gets them back together. Keeping only a few then sent most back to
-// malloc (chunks of this size: brk trims and mmaps, a page fault per 4 KiB
-// when taken again); the spares now keep up to kMaxSpareBlocks, and the
-// sweep gives back those a whole second did not need, down to kKeptBlocks.
+// clients at depth 10, when batches went to JS at 64 KiB) and gets them
+// back together. Keeping only a few then sent most back to malloc (chunks
+// of this size: brk trims and mmaps, a page fault per 4 KiB when taken
+// again); the spares now keep up to kMaxSpareBlocks, and the sweep gives
+// back those a whole second did not need, down to kKeptBlocks.
 // A spare holds in memory only the pages some batch wrote: a server whose
 // batches are small keeps little of each.
 constexpr size_t kKeptBlocks = 32;
@@ -238,13 +238,14 @@ void Loop::Raise(int32_t type, uint32_t slot, int32_t a, int32_t b) {
   if (!disposed_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(&idle_))) uv_idle_start(&idle_, OnIdle);
 }
 
-// Between two epoll events: takes in the deferred events, then makes room
-// for what the next epoll event can add, calling JS if there is not.
+// Room in the batch for all one epoll event can add (AcceptAll asks it too).
 bool Loop::HasRoom() const {
   return event_count_ + kEventRoom <= kMaxEvents && data_size_ < kBatchBytes &&
          kDataCapacity - data_size_ >= kReadChunk && kHeadsCapacity - heads_size_ >= kHeadMax;
 }
 
+// Between two epoll events: takes in the deferred events, then makes room
+// for what the next epoll event can add, calling JS if there is not.
 void Loop::Boundary() {
   size_t taken = 0;
   while (!disposed_) {

@@ -15,7 +15,8 @@ namespace wavecast {
 
 // One non-blocking write of iov[0, iovcnt) to a socket, MSG_NOSIGNAL,
 // retried on EINTR: the bytes the kernel took, or -1 with errno set. One
-// buffer goes out with send(): the kernel imports a single range for it,
+// buffer goes out as send() (sendto without an address; see write-batch.cc
+// for why through syscall()): the kernel imports a single range for it,
 // cheaper than sendmsg()'s iovec array (about 150 ns of some 3 us per small
 // write on loopback, which a broadcast pays per receiver).
 ssize_t SendNow(int fd, const struct iovec* iov, int iovcnt);
