@@ -36,6 +36,10 @@ using transport::Loop;
 constexpr size_t kCopyMax = 16 * 1024;
 // writev's array: more than this many buffers is a caller's mistake.
 constexpr uint32_t kMaxBuffers = 1u << 20;
+// The events array has one more int32 after its kMaxEvents events: the keep
+// flag of a lent batch (see Deliver).
+constexpr size_t kEventsInts = transport::kMaxEvents * transport::kEventInts;
+constexpr size_t kKeepFlag = kEventsInts;
 
 void OnBlockFreed(napi_env, void* block, void*) { transport::GiveBlock(static_cast<uint8_t*>(block)); }
 
@@ -47,6 +51,8 @@ class JsTransport final : public Loop {
   napi_ref callback_ = nullptr;
   napi_ref events_ref_ = nullptr;
   napi_async_context async_context_ = nullptr;
+  // lendBatches(true): a lent batch nobody kept is taken back after the call.
+  bool lend_ = false;
 
   using Loop::set_events;
 
@@ -63,14 +69,31 @@ class JsTransport final : public Loop {
       napi_close_handle_scope(env_, scope);
       return;
     }
-    argv[1] = Bytes(data(), data_size(), true);
-    argv[2] = Bytes(heads(), heads_size(), false);
+    bool lent = false;
+    argv[1] = Bytes(data(), data_size(), true, &lent);
+    argv[2] = Bytes(heads(), heads_size(), false, nullptr);
+    // The keep flag: 0 offers the lent batch back. JS sets it to 1 when
+    // anything may hold a view of the batch past this call (src/lease.ts);
+    // it reads 1 from the start when the block is not lent or not offered.
+    int32_t* const flags = events();
+    if (flags != nullptr) flags[kKeepFlag] = lend_ && lent ? 0 : 1;
     napi_value result;
     const napi_status status = napi_make_callback(env_, async_context_, recv, fn, 3, argv, &result);
     if (status == napi_pending_exception) {
       napi_value error;
       napi_get_and_clear_last_exception(env_, &error);
       napi_fatal_exception(env_, error);
+    }
+    // The call is over, its microtasks and nextTicks too (make_callback runs
+    // them), and nothing kept the batch: detach its ArrayBuffer. Every view
+    // of it now reads as empty, never as later bytes, and V8 drops the
+    // block at once, which hands it back (OnBlockFreed) to be read into
+    // again while it is still in the CPU's cache.
+    if (lent && flags != nullptr && flags[kKeepFlag] == 0) {
+      napi_value arraybuffer = nullptr;
+      if (napi_get_typedarray_info(env_, argv[1], nullptr, nullptr, nullptr, &arraybuffer, nullptr) == napi_ok) {
+        napi_detach_arraybuffer(env_, arraybuffer);
+      }
     }
     napi_close_handle_scope(env_, scope);
   }
@@ -86,8 +109,8 @@ class JsTransport final : public Loop {
 
  private:
   // The batch's bytes as a Buffer (undefined when there are none). `lend`:
-  // a large batch may go in its block, without a copy.
-  napi_value Bytes(const uint8_t* bytes, size_t size, bool lend) {
+  // a large batch may go in its block, without a copy (`*lent` then says so).
+  napi_value Bytes(const uint8_t* bytes, size_t size, bool lend, bool* lent) {
     napi_value value = nullptr;
     if (size == 0) {
       napi_get_undefined(env_, &value);
@@ -95,7 +118,10 @@ class JsTransport final : public Loop {
     }
     if (lend && size > kCopyMax) {
       uint8_t* block = ReleaseData();
-      if (napi_create_external_buffer(env_, size, block, OnBlockFreed, nullptr, &value) == napi_ok) return value;
+      if (napi_create_external_buffer(env_, size, block, OnBlockFreed, nullptr, &value) == napi_ok) {
+        *lent = true;
+        return value;
+      }
       // A runtime that forbids external buffers (napi_no_external_buffers_allowed): copy.
       const napi_status status = napi_create_buffer_copy(env_, size, block, nullptr, &value);
       transport::GiveBlock(block);
@@ -517,6 +543,17 @@ napi_value TransportBlocks(napi_env env, napi_callback_info) {
   return result;
 }
 
+// lendBatches(on): whether a large batch nobody kept is taken back as soon
+// as its call returns (the server's borrowFrames; see Deliver).
+napi_value LendBatches(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1] = {nullptr};
+  JsTransport* t = This(env, info, &argc, argv);
+  bool on = false;
+  if (t != nullptr && argc >= 1 && napi_get_value_bool(env, argv[0], &on) == napi_ok) t->lend_ = on;
+  return nullptr;
+}
+
 // setReadSize(bytes): see Loop::SetReadSize.
 napi_value SetReadSize(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -641,7 +678,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
   napi_value events;
   napi_value name;
   void* events_data = nullptr;
-  constexpr size_t kInts = transport::kMaxEvents * transport::kEventInts;
+  constexpr size_t kInts = kEventsInts + 1;  // the events, then the keep flag
   if (napi_create_object(env, &object) != napi_ok ||
       napi_create_arraybuffer(env, kInts * sizeof(int32_t), &events_data, &buffer) != napi_ok ||
       napi_create_typedarray(env, napi_int32_array, kInts, buffer, 0, &events) != napi_ok ||
@@ -675,7 +712,7 @@ napi_value CreateTransport(napi_env env, napi_callback_info info) {
       {"reject", Reject},         {"release", Release},             {"end", HandleCall<&Loop::End>},
       {"destroySoon", HandleCall<&Loop::DestroySoon>},              {"destroy", HandleCall<&Loop::Destroy>},
       {"pause", HandleCall<&Loop::Pause>},                          {"resume", HandleCall<&Loop::Resume>},
-      {"bytesOut", BytesOut},     {"peer", Peer},
+      {"bytesOut", BytesOut},     {"peer", Peer},                   {"lendBatches", LendBatches},
       {"sweep", Sweep},           {"close", Dispose},
   };
   for (const Method& m : methods) {

@@ -64,6 +64,8 @@ export interface TransportBinding {
   setFastOpen(budget: number, path: string, maxHead: number): void;
   /** The most one read takes from a connection (clamped to 64 .. 256 KiB by the transport). */
   setReadSize(bytes: number): void;
+  /** Whether a large batch nobody kept is taken back once its call returns (`borrowFrames`; src/lease.ts). */
+  lendBatches(on: boolean): void;
   reject(handle: number, response: Uint8Array): boolean;
   release(handle: number): number;
   end(handle: number): void;
