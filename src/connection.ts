@@ -13,6 +13,7 @@ import { Flag, ReadyState, type Closing, type ConnectionOwner, type Deferred } f
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';
 import { clock } from './heartbeat.js';
+import { kept } from './lease.js';
 import { isValidUtf8, utf8FailureOffset } from './native.js';
 import { adoptSpareParser, STOPPED_PARSER, type Parser, type ParserHandler, returnSpareParser } from './protocol/parser.js';
 import { encodeClose, encodeFrame, frameLength, headerSize, type EncodedFrame } from './protocol/frame.js';
@@ -20,9 +21,8 @@ import { OPCODE } from './protocol/opcode.js';
 import type { Wire, WireSink } from './wire.js';
 
 /**
- * Calls `done` once nothing of the connection is queued in user space: while the wire holds bytes it calls
- * back when they are out; bytes still pending in this turn's batch are looked at again on the next turn.
- * Never for a closed connection. Costs nothing on connections that never wait.
+ * Calls `done` once nothing of the connection is queued in user space (the wire's bytes out, this turn's
+ * batch looked at again next turn); never for a closed connection. Costs nothing on connections that never wait.
  */
 function whenEmpty(connection: Connection, done: (connection: Connection) => void): void {
   if (connection.state === ReadyState.CLOSED) return;
@@ -229,7 +229,7 @@ export class Connection<Data = unknown> implements ParserHandler, Batchable, Wir
 
   /** `send` of a whole text or binary message, `source[start, end)`, which the batcher may encode straight into its turn buffer. */
   sendMessage(opcode: number, source: Buffer, start: number, end: number): boolean {
-    if (this.deferred !== null || this.flags & Flag.FRAGMENTING) return this.send(opcode, encodeFrame(opcode, source.subarray(start, end)), true);
+    if (this.deferred !== null || this.flags & Flag.FRAGMENTING) return this.send(opcode, encodeFrame(opcode, kept(source.subarray(start, end))), true);
     if (this.state !== ReadyState.OPEN || this.refuse(headerSize(end - start) + end - start)) return false;
     this.messagesOut++;
     return this.owner.batcher.appendMessage(this, opcode, source, start, end);

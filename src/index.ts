@@ -8,7 +8,7 @@ export type { BroadcastOptions, ClientInfo, Presence, PresenceOptions, PublishOp
 export type { Adapter, AdapterHost } from './adapter.js';
 export { RedisAdapter } from './redis-adapter.js';
 export type { RedisAdapterEvents, RedisAdapterOptions } from './redis-adapter.js';
-export { Frame } from './received-frame.js';
+export { Frame, FrameExpiredError } from './received-frame.js';
 export type { BinaryFrame, FrameConstructor, FrameFields, TextFrame } from './received-frame.js';
 export type { PerMessageDeflateOptions } from './deflate.js';
 export { HandshakeResponse, UpgradeRequest } from './upgrade-request.js';

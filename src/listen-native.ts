@@ -106,6 +106,7 @@ export async function listenNative<Data>(core: ServerCore<Data>, server: http.Se
   // limit, and N-API would read it as 0): what one read makes the server
   // answer then meets that limit over several batches, not within one.
   transport.binding.setReadSize(Math.min(core.maxBackpressure, 2 ** 30));
+  if (core.settings.borrowFrames) transport.binding.lendBatches(true);
   const inherited = inheritedListenFd();
   try {
     if (inherited !== null) transport.listenFd(inherited);

@@ -30,6 +30,8 @@ export interface Settings {
   /** The server listens itself (neither `server` nor `noServer`). */
   readonly ownsHttpServer: boolean;
   readonly workerNum: number;
+  /** Received frames are valid only inside their `message` listener (`ServerOptions.borrowFrames`). */
+  readonly borrowFrames: boolean;
 }
 
 /** Every option `ServerOptions` has (the compiler keeps this list complete). */
@@ -57,6 +59,7 @@ const KNOWN_OPTIONS = Object.keys({
   adapter: true,
   instanceId: true,
   nativeTransport: true,
+  borrowFrames: true,
 } satisfies Record<keyof ServerOptions, true>);
 
 /** Edit distance (insertions, deletions, substitutions), for "did you mean". */
@@ -231,6 +234,8 @@ export function resolveOptions(options: ServerOptions): Settings {
   }
   if (workerNum > 1 && !ownsHttpServer) throw new TypeError('workerNum > 1 needs the server to listen itself');
   if (options.instanceId !== undefined) ownerCode(options.instanceId, 0);
+  const borrowFrames = options.borrowFrames ?? false;
+  if (typeof borrowFrames !== 'boolean') throw new TypeError(`borrowFrames must be a boolean, got ${describe(borrowFrames)}`);
   return {
     options: { ...options },
     maxPayload,
@@ -244,5 +249,6 @@ export function resolveOptions(options: ServerOptions): Settings {
     heartbeat,
     ownsHttpServer,
     workerNum,
+    borrowFrames,
   };
 }

@@ -8,7 +8,24 @@
  * makes `frame.data` a `string` (and `BINARY` a `Buffer`) without a cast.
  */
 import { Buffer } from 'node:buffer';
+import { keepBatch } from './lease.js';
 import { OPCODE } from './protocol/opcode.js';
+
+/**
+ * A received frame read after its `message` listener returned, on a server
+ * with `borrowFrames`: its bytes may already be gone. What the listener
+ * read from it (`frame.data`, `frame.payload`) is the app's to keep.
+ */
+export class FrameExpiredError extends TypeError {
+  override readonly name = 'FrameExpiredError';
+  readonly code = 'ERR_FRAME_EXPIRED';
+  constructor() {
+    super('this frame was lent to its message listener only (borrowFrames): read frame.data inside the listener to keep it');
+  }
+}
+
+/** The source of a frame whose listener returned (borrowFrames). */
+const EXPIRED = Buffer.alloc(0);
 
 /** What every received message has, whatever its opcode. */
 export interface FrameFields {
@@ -52,6 +69,7 @@ let sourceOf: (frame: Frame) => Buffer;
 let startOf: (frame: Frame) => number;
 let endOf: (frame: Frame) => number;
 let makeReceived: (fd: number, opcode: number, source: Buffer, start: number, end: number, shared: boolean) => Frame;
+let expireFrame: (frame: Frame) => void;
 
 class ReceivedFrame implements FrameFields {
   #decoded: string | undefined;
@@ -80,9 +98,16 @@ class ReceivedFrame implements FrameFields {
   }
 
   static {
-    sourceOf = (frame) => (frame as unknown as ReceivedFrame).#source;
-    startOf = (frame) => (frame as unknown as ReceivedFrame).#start;
+    sourceOf = (frame) => (frame as unknown as ReceivedFrame).#live();
+    startOf = (frame) => ((frame as unknown as ReceivedFrame).#live(), (frame as unknown as ReceivedFrame).#start);
     endOf = (frame) => (frame as unknown as ReceivedFrame).#end;
+    expireFrame = (frame) => {
+      const f = frame as unknown as ReceivedFrame;
+      f.#source = EXPIRED;
+      f.#payload = null;
+      f.#decoded = undefined;
+      f.#shared = false;
+    };
     makeReceived = (fd, opcode, source, start, end, shared) => {
       const frame = new ReceivedFrame(fd, opcode, source, true, shared);
       if (start !== 0 || end !== source.length) {
@@ -94,7 +119,14 @@ class ReceivedFrame implements FrameFields {
     };
   }
 
+  /** The source, unless the frame expired (borrowFrames): then it throws. */
+  #live(): Buffer {
+    if (this.#source === EXPIRED) throw new FrameExpiredError();
+    return this.#source;
+  }
+
   get payload(): Buffer {
+    if (this.#source === EXPIRED) throw new FrameExpiredError();
     if (this.#shared) {
       this.#shared = false;
       const own = Buffer.allocUnsafeSlow(this.#end - this.#start);
@@ -108,12 +140,12 @@ class ReceivedFrame implements FrameFields {
 
   /** The bytes as received, for relaying and decoding without a copy. */
   get bytes(): Buffer {
-    return (this.#payload ??= this.#source.subarray(this.#start, this.#end));
+    return (this.#payload ??= this.#live().subarray(this.#start, this.#end));
   }
 
   get data(): string | Buffer {
     if (this.opcode !== OPCODE.TEXT) return this.payload;
-    return (this.#decoded ??= this.#source.toString('utf8', this.#start, this.#end));
+    return (this.#decoded ??= this.#live().toString('utf8', this.#start, this.#end));
   }
 
   get decoded(): boolean {
@@ -133,9 +165,20 @@ export function receivedFrame(fd: number, opcode: number, source: Buffer, start:
   return makeReceived(fd, opcode, source, start, end, shared);
 }
 
-/** @internal A received message's bytes as they arrived (no copy): for relaying it. */
+/**
+ * @internal A received message's bytes as they arrived (no copy): for
+ * relaying it. They may be held past the delivery (queued, compressed, sent
+ * to other processes), so a borrowed batch is kept (lease.ts).
+ */
 export function bytesOf(frame: Frame): Buffer {
-  return (frame as unknown as ReceivedFrame).bytes;
+  const bytes = (frame as unknown as ReceivedFrame).bytes;
+  keepBatch();
+  return bytes;
+}
+
+/** @internal The frame's listener returned (borrowFrames): from now on reading it throws `FrameExpiredError`. */
+export function expire(frame: Frame): void {
+  expireFrame(frame);
 }
 
 export { endOf, sourceOf, startOf };

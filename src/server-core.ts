@@ -21,7 +21,7 @@ import type { Settings } from './options.js';
 import { encodeFrame } from './protocol/frame.js';
 import { OPCODE } from './protocol/opcode.js';
 import { Topics } from './pubsub.js';
-import { receivedFrame } from './received-frame.js';
+import { expire, receivedFrame } from './received-frame.js';
 import { Registry } from './registry.js';
 import type { ClientInfo, ServerEvents, ServerStats } from './server-types.js';
 import type { NativeTransport } from './transport.js';
@@ -197,7 +197,13 @@ export class ServerCore<Data> implements ConnectionOwner<Connection> {
       // payload read in place always is one: the batch holds its header too;
       // `.buffer` is a slow call, so it is asked only of the other payloads).
       const shared = connection.wire.handle >= 0 && (inPlace || source.length !== source.buffer.byteLength);
-      this.events.emit('message', receivedFrame(connection.fd, opcode, source, start, end, shared));
+      const frame = receivedFrame(connection.fd, opcode, source, start, end, shared);
+      try {
+        this.events.emit('message', frame);
+      } finally {
+        // Lent to the listeners only: its bytes may be read into again (lease.ts).
+        if (this.settings.borrowFrames) expire(frame);
+      }
     } catch (error) {
       this.listenerFailed(connection, error);
     }

@@ -13,6 +13,7 @@
 import { Buffer } from 'node:buffer';
 import { closeSync } from 'node:fs';
 import { Socket } from 'node:net';
+import { delivering } from './lease.js';
 import type { EncodedFrame } from './protocol/frame.js';
 import { createTransport, type TransportBinding } from './native.js';
 import type { Wire, WireSink } from './wire.js';
@@ -110,10 +111,7 @@ export class NativeWire implements Wire {
     return this.finalBytesOut >= 0;
   }
 
-  /**
-   * The client's address as accept() gave it (kept by the transport: no
-   * system call, no field here); known to `close` listeners, '' after.
-   */
+  /** The client's address as accept() gave it (kept by the transport: no system call); known to `close` listeners, '' after. */
   get remoteAddress(): string {
     return this.transport.peerOf(this)[0];
   }
@@ -421,6 +419,7 @@ export class NativeTransport {
 
   private readonly onEvents = (count: number, data: Buffer | undefined, heads: Buffer | undefined): void => {
     const events = this.events;
+    delivering(events);
     const wires = this.wires;
     // Whether connections came or went (a batch of data leaves the fast-open budget as it is).
     let churn = false;

@@ -7,6 +7,7 @@
  */
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
+import { keepBatch } from './lease.js';
 import type { EncodedFrame } from './protocol/frame.js';
 import type { TransportBinding } from './native.js';
 
@@ -111,10 +112,13 @@ export class StreamWire implements Wire {
   }
 
   write(data: Buffer): void {
+    // A stream may hold what it is given: a view of a native batch is kept (lease.ts).
+    keepBatch();
     this.socket.write(data);
   }
 
   writeFrames(frames: readonly EncodedFrame[]): void {
+    keepBatch();
     const socket = this.socket;
     socket.cork();
     for (const frame of frames) {

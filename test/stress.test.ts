@@ -10,7 +10,9 @@
  * `fixtures/stress-driver.ts` for the rounds and every invariant).
  *
  * STRESS_SEED replays a run, STRESS_SECONDS sets its length per listener
- * (default 10). The seed is in the test's name and in any failure.
+ * (default 10). The seed is in the test's name and in any failure. An odd
+ * seed runs the server with `borrowFrames`, so that its batches are taken
+ * back as soon as they are delivered; an even one without.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -23,6 +25,7 @@ import type { StressOptions, StressResult } from './fixtures/stress-driver.js';
 const DRIVER = fileURLToPath(new URL('./fixtures/stress-driver.js', import.meta.url));
 const SEED = process.env.STRESS_SEED !== undefined ? Number(process.env.STRESS_SEED) : randomInt(2 ** 31);
 const SECONDS = Number(process.env.STRESS_SECONDS ?? 10);
+const BORROW = SEED % 2 === 1;
 
 /**
  * Both listeners, unless the environment has already chosen one (CI runs
@@ -57,11 +60,11 @@ function drive(options: StressOptions, log: (line: string) => void): Promise<Str
 describe(`cross-talk stress (seed ${SEED}, replay with STRESS_SEED=${SEED})`, { skip: process.platform !== 'linux' && 'needs /proc' }, () => {
   for (const transport of listeners) {
     test(`${transport === 'inherit' ? "the environment's listener" : `the ${transport} listener`}: no frame reaches another connection, every open gets one close, nothing leaks`, { timeout: (SECONDS + 90) * 1000 }, async (t) => {
-      const options: StressOptions = { seed: SEED, seconds: SECONDS, transport, connections: 2000 };
+      const options: StressOptions = { seed: SEED, seconds: SECONDS, transport, connections: 2000, borrowFrames: BORROW };
       const result = await drive(options, (line) => t.diagnostic(line));
       const s = result.server;
       t.diagnostic(
-        `${result.transport}: ${result.rounds} rounds in ${result.seconds.toFixed(1)} s, ${result.clients.connects} connections, ` +
+        `${result.transport}${BORROW ? ' (borrowFrames)' : ''}: ${result.rounds} rounds in ${result.seconds.toFixed(1)} s, ${result.clients.connects} connections, ` +
           `${result.clients.messagesOut} messages out, ${result.clients.framesIn} frames in; server opens ${s?.opens} closes ${s?.closes}, ` +
           `flood peak ${s?.floodPeakQueued} B, fds ${result.fdsBefore} -> ${result.fdsAfter}, RSS ${(result.rssBefore / 2 ** 20).toFixed(0)} -> ${((s?.rss ?? 0) / 2 ** 20).toFixed(0)} MiB`,
       );

@@ -19,6 +19,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { isValidCloseCode, WebSocketError, type WebSocketErrorCode } from '../errors.js';
+import { kept } from '../lease.js';
 import { isValidUtf8, maskInto, rotateMask, unmask, utf8Continue, utf8FailureOffset, utf8InvalidAt, UTF8_INVALID } from '../native.js';
 import { OPCODE } from './opcode.js';
 
@@ -155,7 +156,7 @@ export class Parser {
     if (this.state === STOPPED) return;
     if (this.paused) {
       const part = start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end);
-      this.pending = this.pending === null ? part : Buffer.concat([this.pending, part]);
+      this.pending = this.pending === null ? kept(part) : Buffer.concat([this.pending, part]);
       return;
     }
     let pos = start;
@@ -166,7 +167,8 @@ export class Parser {
         pos = this.readPayload(chunk, pos, end);
       }
     }
-    if (this.paused && pos < end && this.state !== STOPPED) this.pending = chunk.subarray(pos, end);
+    // Held until resume(), past this delivery: a native batch is kept (lease.ts).
+    if (this.paused && pos < end && this.state !== STOPPED) this.pending = kept(chunk.subarray(pos, end));
   }
 
   private fail(code: WebSocketErrorCode, offset?: number): void {
@@ -394,7 +396,7 @@ export class Parser {
   /** A frame of a compressed message is complete: hand it over as it is, one frame at a time. */
   private compressedFrameDone(buf: Buffer | null, start: number, end: number): void {
     const payload =
-      buf === null ? (this.message as Buffer).subarray(0, this.messageLength) : end === start ? EMPTY : buf.subarray(start, end);
+      buf === null ? (this.message as Buffer).subarray(0, this.messageLength) : end === start ? EMPTY : kept(buf.subarray(start, end));
     this.message = null;
     this.messageLength = 0;
     const opcode = this.messageOpcode;
