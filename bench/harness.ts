@@ -50,6 +50,13 @@ export const PEERS: readonly Peer[] = [
     expect: { backend: 'native' },
   },
   {
+    id: 'wavecast-borrow',
+    label: 'wavecast (borrowFrames)',
+    command: [node, peerJs('wavecast')],
+    env: { BENCH_BORROW: '1' },
+    expect: { backend: 'native', borrowFrames: true },
+  },
+  {
     id: 'wavecast-js',
     label: 'wavecast (JS)',
     command: [node, peerJs('wavecast')],

@@ -266,6 +266,7 @@ export function detailTable(cells: Cell[], peers: Peer[]): string {
 
 const COLORS: Record<string, string> = {
   wavecast: '#2563eb',
+  'wavecast-borrow': '#1e40af',
   'wavecast-js': '#93c5fd',
   ws: '#9ca3af',
   'ws-native': '#4b5563',

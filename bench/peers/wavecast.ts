@@ -11,6 +11,10 @@
  * With `BENCH_DEFLATE=1` the server runs with `perMessageDeflate: true`, its
  * defaults: threshold 1024 bytes, no context takeover either way, so a
  * broadcast is compressed once and the same frame goes to every receiver.
+ *
+ * With `BENCH_BORROW=1` (the `wavecast-borrow` peer) the server runs with
+ * `borrowFrames: true`: frames valid only inside their listener, as uWS.js's
+ * messages are, which both idioms here respect.
  */
 import { Server, backend } from '../../src/index.js';
 import type { Frame } from '../../src/index.js';
@@ -20,7 +24,8 @@ import { deflate, onStop, parseArgs, ready } from './common.js';
 type Broadcast = (data: Frame) => unknown;
 
 const { scenario, port } = parseArgs();
-const server = new Server({ host: '127.0.0.1', port, maxPayload: 2 * 1024 * 1024, perMessageDeflate: deflate });
+const borrowFrames = process.env.BENCH_BORROW === '1';
+const server = new Server({ host: '127.0.0.1', port, maxPayload: 2 * 1024 * 1024, perMessageDeflate: deflate, borrowFrames });
 const receivers = new Set<number>();
 const broadcast = (server as unknown as { broadcast?: Broadcast }).broadcast;
 
@@ -51,6 +56,7 @@ await server.start();
 ready(server.port, {
   peer: 'wavecast',
   backend,
+  borrowFrames,
   broadcast: typeof broadcast === 'function' ? 'broadcast' : 'push loop',
   perMessageDeflate: deflate,
 });
