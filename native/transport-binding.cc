@@ -88,8 +88,10 @@ class JsTransport final : public Loop {
     // them), and nothing kept the batch: detach its ArrayBuffer. Every view
     // of it now reads as empty, never as later bytes, and V8 drops the
     // block at once, which hands it back (OnBlockFreed) to be read into
-    // again while it is still in the CPU's cache.
-    if (lent && flags != nullptr && flags[kKeepFlag] == 0) {
+    // again while it is still in the CPU's cache. Not after an exception:
+    // one thrown by a nextTick stops the queue, and the ticks after it (a
+    // batcher's flush, which holds views) run later.
+    if (status == napi_ok && lent && flags != nullptr && flags[kKeepFlag] == 0) {
       napi_value arraybuffer = nullptr;
       if (napi_get_typedarray_info(env_, argv[1], nullptr, nullptr, nullptr, &arraybuffer, nullptr) == napi_ok) {
         napi_detach_arraybuffer(env_, arraybuffer);

@@ -18,13 +18,15 @@
  * native transport's own.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { afterEach, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { FrameExpiredError, OPCODE, Server, type Frame, type ServerOptions } from '../src/index.js';
 import { transportBlocks } from '../src/native.js';
-import { startServer as start } from './helpers.js';
+import { nodeCommand, startServer as start } from './helpers.js';
 
 const KiB = 1024;
 
@@ -331,5 +333,17 @@ describe('borrowFrames', () => {
     sinkClient.close();
     await server.stop();
     await sink.stop();
+  });
+
+  test('a nextTick that throws in a delivery: the batch is kept for the flush that runs later', async () => {
+    // In a child: the throw must reach an uncaughtException handler, which
+    // the test runner's own process must not have.
+    const fixture = fileURLToPath(new URL('./fixtures/borrow-tick-throw.js', import.meta.url));
+    const [command, args] = nodeCommand([fixture]);
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(command, args, { timeout: 20_000 }, (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout)));
+    });
+    const result = JSON.parse(out.trim().split('\n').pop()!) as { echoes: number; bad: number; thrown: number };
+    assert.deepEqual(result, { echoes: 60, bad: 0, thrown: 60 });
   });
 });
