@@ -9,7 +9,8 @@
  * - what the listener read stays the app's, whatever is read after it;
  * - relayed messages arrive whole where the batch must be kept: input held
  *   by a paused parser, compressed messages on their way to zlib, frames
- *   queued into another server's Node stream that is not being read;
+ *   queued into another server's Node stream that is not being read, and
+ *   frames whose flush a throwing nextTick put off;
  * - on the native transport the batch's blocks come back at once (a handful
  *   made for megabytes read), which is what the option is for.
  *
@@ -46,10 +47,11 @@ async function startServer(options: ServerOptions, setup?: (server: Server) => v
 async function connect(port: number, options: WebSocket.ClientOptions = {}): Promise<WebSocket> {
   const client = new WebSocket(`ws://127.0.0.1:${port}`, options);
   opened.push(() => client.terminate());
+  let timer: NodeJS.Timeout | undefined;
   await Promise.race([
     once(client, 'open'),
-    new Promise((_, reject) => setTimeout(() => reject(new Error('no open within 5 s')), 5000)),
-  ]);
+    new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no open within 5 s')), 5000))),
+  ]).finally(() => clearTimeout(timer));
   return client;
 }
 
