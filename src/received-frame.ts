@@ -106,7 +106,6 @@ class ReceivedFrame implements FrameFields {
       f.#source = EXPIRED;
       f.#payload = null;
       f.#decoded = undefined;
-      f.#shared = false;
     };
     makeReceived = (fd, opcode, source, start, end, shared) => {
       const frame = new ReceivedFrame(fd, opcode, source, true, shared);
@@ -126,7 +125,7 @@ class ReceivedFrame implements FrameFields {
   }
 
   get payload(): Buffer {
-    if (this.#source === EXPIRED) throw new FrameExpiredError();
+    this.#live();
     if (this.#shared) {
       this.#shared = false;
       const own = Buffer.allocUnsafeSlow(this.#end - this.#start);
