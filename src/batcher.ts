@@ -20,6 +20,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { frameLength, headerSize, writeHeader, encodeFrame, type EncodedFrame } from './protocol/frame.js';
+import { copyInto } from './fallback/mask.js';
 import { writableFd, writeBatch } from './native.js';
 import type { NativeWire } from './transport.js';
 import type { StreamWire, Wire } from './wire.js';
@@ -149,6 +150,8 @@ export class Batcher {
    * not take). Run i is `[runEnds[i - 1], runEnds[i])`, for `runOwners[i]`.
    */
   private runs: Buffer | null = null;
+  /** A DataView over `runs` (for `copyInto`). */
+  private runsWords: DataView | null = null;
   private runBytes = 0;
   private runEnds = new Uint32Array(256);
   private readonly runOwners: Batchable[] = [];
@@ -204,7 +207,7 @@ export class Batcher {
     const runs = this.runs!;
     const from = writeHeader(runs, at, opcode, true, length);
     if (whole) runs.set(source, from);
-    else if (length <= COPY_LOOP_MAX) copyRange(source, start, end, runs, from);
+    else if (length <= COPY_LOOP_MAX) copyInto(source, start, end, runs, this.runsWords!, from);
     else runs.set(source.subarray(start, end), from);
     return true;
   }
@@ -221,7 +224,7 @@ export class Batcher {
    * returns where they go.
    */
   private reserve(connection: Batchable, bytes: number): number {
-    if (this.runs === null) this.runs = Buffer.allocUnsafeSlow(RUN_BYTES);
+    if (this.runs === null) this.useRuns(Buffer.allocUnsafeSlow(RUN_BYTES));
     if (this.runBytes + bytes > RUN_BYTES) this.writeRuns();
     const at = this.runBytes;
     const owners = this.runOwners;
@@ -357,7 +360,12 @@ export class Batcher {
     }
     owners.length = count;
     this.spareRuns = from;
-    this.runs = to;
+    this.useRuns(to);
+  }
+
+  private useRuns(runs: Buffer): void {
+    this.runs = runs;
+    this.runsWords = new DataView(runs.buffer, runs.byteOffset, runs.byteLength);
   }
 
   private writeGroup(members: readonly Batchable[], frames: readonly EncodedFrame[], bytes: number): void {
@@ -473,18 +481,6 @@ function copyFrame(frame: EncodedFrame, out: Buffer, at: number): void {
     out.set(frame[0], at);
     out.set(frame[1], at + frame[0].length);
   }
-}
-
-/** Copies `source[start, end)` into `out` at `at`, four bytes a step (measured 2x faster than one). */
-function copyRange(source: Buffer, start: number, end: number, out: Buffer, at: number): void {
-  let i = start;
-  for (; i + 4 <= end; i += 4, at += 4) {
-    out[at] = source[i];
-    out[at + 1] = source[i + 1];
-    out[at + 2] = source[i + 2];
-    out[at + 3] = source[i + 3];
-  }
-  for (; i < end; i++) out[at++] = source[i];
 }
 
 /** What remains of head + body after the kernel took `written` bytes. */

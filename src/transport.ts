@@ -13,13 +13,13 @@
 import { Buffer } from 'node:buffer';
 import { closeSync } from 'node:fs';
 import { Socket } from 'node:net';
+import { wordsFor } from './fallback/mask.js';
 import { delivering } from './lease.js';
 import type { EncodedFrame } from './protocol/frame.js';
 import { createTransport, type TransportBinding } from './native.js';
 import type { Wire, WireSink } from './wire.js';
 
-// Event types (native/transport-loop.h); each event is 5 int32s: type,
-// slot, generation, a, b.
+// Event types (native/transport-loop.h); each event is 5 int32s: type, slot, generation, a, b.
 const EV_HEAD = 1;
 const EV_HTTP = 2;
 const EV_DATA = 3;
@@ -420,6 +420,7 @@ export class NativeTransport {
   private readonly onEvents = (count: number, data: Buffer | undefined, heads: Buffer | undefined): void => {
     const events = this.events;
     delivering(events);
+    wordsFor(data ?? null);
     const wires = this.wires;
     // Whether connections came or went (a batch of data leaves the fast-open budget as it is).
     let churn = false;
@@ -452,8 +453,7 @@ export class NativeTransport {
         wire = wire === undefined ? this.wakeSlot(slot, generation * SLOTS + slot) : undefined;
         if (wire === undefined) continue;
       }
-      // One event's failure (a throwing 'close' listener) must not lose the
-      // rest of the batch: it is rethrown afterwards, as an uncaught exception.
+      // One event's failure (a throwing 'close' listener) must not lose the rest of the batch: rethrown afterwards, uncaught.
       try {
         switch (type) {
           case EV_DATA:
@@ -481,6 +481,7 @@ export class NativeTransport {
         process.nextTick(rethrow, error);
       }
     }
+    wordsFor(null);
     if (churn) this.handler.onBatchEnd?.();
   };
 }

@@ -105,3 +105,70 @@ for (const { name, impl } of impls) {
     });
   });
 }
+
+/** `n` pattern bytes as a view that starts `offset` bytes into its ArrayBuffer (as a batch's views do). */
+function offsetPattern(n: number, offset: number): Buffer {
+  const whole = Buffer.alloc(n + offset + 5, 0x5a);
+  pattern(n).copy(whole, offset);
+  return whole.subarray(offset, offset + n);
+}
+
+describe('mask: js fallback a uint32 a step, over the batch being delivered (wordsFor)', () => {
+  test('unmask matches the reference at every alignment of start and of the buffer', () => {
+    try {
+      for (const offset of [0, 1, 2, 3, 5]) {
+        for (let start = 0; start < 8; start++) {
+          for (const size of [0, 1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 111]) {
+            const buf = offsetPattern(start + size + 6, offset);
+            jsMask.wordsFor(buf);
+            assert.ok(jsMask.wordsOf(buf) !== null, 'the words path is taken');
+            const want = Buffer.from(buf);
+            reference(buf.subarray(start, start + size), 0x9abcdef0 + start).copy(want, start);
+            jsMask.unmask(buf, start, start + size, 0x9abcdef0 + start);
+            assert.deepEqual(buf, want, `offset ${offset} start ${start} size ${size}`);
+          }
+        }
+      }
+      // Any number as the mask, as mask >>> 0 would.
+      const a = offsetPattern(50, 1);
+      const want = Buffer.from(a);
+      reference(a.subarray(2, 47), 0xffffffff).copy(want, 2);
+      jsMask.wordsFor(a);
+      jsMask.unmask(a, 2, 47, -1);
+      assert.deepEqual(a, want);
+    } finally {
+      jsMask.wordsFor(null);
+    }
+  });
+
+  test('copyInto copies the range, touching nothing else, with or without the words path', () => {
+    try {
+      for (const words of [true, false]) {
+        for (const offset of [0, 3]) {
+          for (const size of [0, 1, 3, 4, 5, 8, 31, 32, 33, 64]) {
+            const src = offsetPattern(size + 9, offset);
+            jsMask.wordsFor(words ? src : null);
+            const whole = Buffer.alloc(size + 40, 0xaa);
+            const target = whole.subarray(offset + 1);
+            jsMask.copyInto(src, 4, 4 + size, target, new DataView(target.buffer, target.byteOffset, target.length), 7);
+            const want = Buffer.alloc(size + 40, 0xaa);
+            src.copy(want, offset + 1 + 7, 4, 4 + size);
+            assert.deepEqual(whole, want, `words ${words} offset ${offset} size ${size}`);
+            assert.deepEqual(src, offsetPattern(size + 9, offset), 'source untouched');
+          }
+        }
+      }
+    } finally {
+      jsMask.wordsFor(null);
+    }
+  });
+
+  test('another buffer, or none after the delivery, keeps the byte loops', () => {
+    const batch = pattern(64);
+    jsMask.wordsFor(batch);
+    assert.equal(jsMask.wordsOf(pattern(64)), null);
+    assert.ok(jsMask.wordsOf(batch) instanceof DataView);
+    jsMask.wordsFor(null);
+    assert.equal(jsMask.wordsOf(batch), null);
+  });
+});
