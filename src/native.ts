@@ -58,8 +58,22 @@ export interface TransportBinding {
   /** Several buffers in as few system calls as the kernel allows; bytes queued afterwards, or -1. */
   writev(handle: number, buffers: readonly Uint8Array[]): number;
   writeBatch(handles: Float64Array, count: number, head: Uint8Array, results: Int32Array, body?: Uint8Array | null): void;
-  /** Connection i gets `bytes[ends[i - 1], ends[i])` (from 0 for the first); results as `writeBatch`'s. */
-  writeEach(handles: Float64Array, ends: Uint32Array, count: number, bytes: Uint8Array, results: Int32Array): void;
+  /**
+   * Connection i gets `bytes[ends[i - 1], ends[i])` (from 0 for the first);
+   * results as `writeBatch`'s. Splice k (`splices[4k .. 4k + 3]`: run, at,
+   * start, end) puts `batch[start, end)` into run `run` at `at` of bytes,
+   * uncopied; in order of run, then at; at most 32 a run.
+   */
+  writeEach(
+    handles: Float64Array,
+    ends: Uint32Array,
+    count: number,
+    bytes: Uint8Array,
+    results: Int32Array,
+    batch?: Uint8Array | null,
+    splices?: Uint32Array | null,
+    spliceCount?: number,
+  ): void;
   accept(handle: number, response: Uint8Array): boolean;
   setFastOpen(budget: number, path: string, maxHead: number): void;
   /** The most one read takes from a connection (clamped to 64 .. 256 KiB by the transport). */

@@ -220,6 +220,44 @@ describe('native transport soundness', { skip }, () => {
     }
   });
 
+  test("writeEach's splices put batch ranges inside their own run only, and bad splices are refused before sending any", async () => {
+    const t = acceptingTransport();
+    const port = t.transport.listen('127.0.0.1', 0, undefined, false);
+    try {
+      const a = await RawClient.open(port);
+      const b = await RawClient.open(port);
+      await until(() => t.wires.length === 2, 2000, 'both clients are pending');
+      const binding = t.transport.binding;
+      const handles = new Float64Array([t.wires[0].handle, t.wires[1].handle]);
+      const results = new Int32Array(2);
+      const bytes = Buffer.from('a1a2|b1');
+      const ends = new Uint32Array([5, 7]);
+      const batch = Buffer.from('XAAYBBZ');
+      const write = (splices: number[], count = splices.length / 4): void =>
+        binding.writeEach(handles, ends, 2, bytes, results, batch, new Uint32Array(splices), count);
+      // Out of order, outside the run, past the batch, a backwards range, run past count, count past the array.
+      assert.throws(() => write([1, 7, 4, 6, 0, 2, 1, 3]), RangeError);
+      assert.throws(() => write([0, 6, 1, 3]), RangeError);
+      assert.throws(() => write([0, 2, 5, 8]), RangeError);
+      assert.throws(() => write([0, 2, 3, 1]), RangeError);
+      assert.throws(() => write([2, 7, 0, 1]), RangeError);
+      assert.throws(() => write([0, 2, 1, 3], 2), TypeError);
+      assert.throws(() => write(Array.from({ length: 33 }, () => [0, 2, 1, 3]).flat()), RangeError, 'at most 32 a run');
+      // a gets a1 AA a2 Z |, b gets b1 BB.
+      write([0, 2, 1, 3, 0, 4, 6, 7, 1, 7, 4, 6]);
+      assert.deepEqual([...results], [0, 0]);
+      await a.until(() => a.body.length >= 8);
+      await b.until(() => b.body.length >= 4);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(a.body.toString(), 'a1AAa2Z|');
+      assert.equal(b.body.toString(), 'b1BB');
+      a.destroy();
+      b.destroy();
+    } finally {
+      t.transport.close();
+    }
+  });
+
   test('writev refuses an array of more than 2^20 buffers at once, without sending any', async () => {
     const t = acceptingTransport();
     const port = t.transport.listen('127.0.0.1', 0, undefined, false);
