@@ -46,10 +46,12 @@ node --input-type=module -e "
 # The addon's own tests, then server tests that run every path of the
 # native transport (handshakes, HTTP hand-off, partial writes and queues,
 # closes from both sides, slow and vanishing clients, batches taken back
-# at once with borrowFrames, workers sharing one listening socket).
+# at once with borrowFrames, large relays written from the batch, workers
+# sharing one listening socket).
 node --test --test-timeout=300000 \
   "$stage/dist/test/native.test.js" "$stage/dist/test/mask.test.js" "$stage/dist/test/utf8.test.js" \
   "$stage/dist/test/transport.test.js" "$stage/dist/test/server.test.js" "$stage/dist/test/protocol.test.js" \
   "$stage/dist/test/broadcast.test.js" "$stage/dist/test/handshake.test.js" "$stage/dist/test/handshake-fast.test.js" \
   "$stage/dist/test/transport-soundness.test.js" "$stage/dist/test/backpressure.test.js" \
-  "$stage/dist/test/borrow-frames.test.js" "$stage/dist/test/stress.test.js" "$stage/dist/test/workers-native.test.js"
+  "$stage/dist/test/borrow-frames.test.js" "$stage/dist/test/relay.test.js" "$stage/dist/test/stress.test.js" \
+  "$stage/dist/test/workers-native.test.js"

@@ -8,80 +8,28 @@
  * descriptors of Node sockets), or one `socket.write` each of the same shared
  * buffer; nothing is copied per recipient unless the kernel refuses it.
  *
- * Grouping is a trie of frames: a connection's position is the node reached
- * by the frames it got this turn, so "same sequence" is "same node", found
- * in O(1) per frame and recipient.
+ * Grouping is a trie of frames (batch-trie.ts): a connection's position is
+ * the node reached by the frames it got this turn, so "same sequence" is
+ * "same node", found in O(1) per frame and recipient.
  *
- * Native connections that get only small frames of their own (an echo, a
- * reply) skip the trie: their frames are encoded straight into one turn
- * buffer, as runs of bytes per connection, and the whole buffer is written
- * with one native call at the end of the turn (`appendMessage`): no frame
- * object, no trie node, and the payload copied once.
+ * Native connections that get only messages of their own (an echo, a reply)
+ * skip the trie: their frames are encoded straight into one turn buffer, as
+ * runs of bytes per connection, and the whole buffer is written with one
+ * native call at the end of the turn (`appendMessage`): no frame object, no
+ * trie node, and a small payload copied once. A large payload that lies in
+ * the native batch being delivered (an echo of what was just read) is not
+ * copied: only its header goes into the run, and the payload is written from
+ * the batch, in place (a splice), in the same call.
  */
 import { Buffer } from 'node:buffer';
+import { BatchNode, copyFrame, copyFrames, join, spareNodes, type Batchable } from './batch-trie.js';
 import { frameLength, headerSize, writeHeader, encodeFrame, type EncodedFrame } from './protocol/frame.js';
-import { copyInto } from './fallback/mask.js';
+import { copyInto, isBatch } from './fallback/mask.js';
 import { writableFd, writeBatch } from './native.js';
 import type { NativeWire } from './transport.js';
-import type { StreamWire, Wire } from './wire.js';
+import type { StreamWire } from './wire.js';
 
-/** What the batcher needs of a connection. */
-export interface Batchable {
-  /** Where this connection stands in this turn's trie; `IN_RUNS` in the turn buffer; null when nothing is pending. */
-  batchNode: BatchNode | null;
-  /** Bytes pending in this turn (not yet handed to the wire). */
-  pendingBytes: number;
-  readonly wire: Wire;
-}
-
-/** One node of the trie: the frame that led here from the parent. Reused across turns (see `SPARE_NODES`). */
-export class BatchNode {
-  private lastFrame: EncodedFrame | null = null;
-  private lastChild: BatchNode | null = null;
-  private children: Map<EncodedFrame, BatchNode> | null = null;
-  /** Filled at flush time with the connections that ended here. */
-  members: Batchable[] | null = null;
-  parent: BatchNode | null = null;
-  frame: EncodedFrame | null = null;
-  depth = 0;
-  bytes = 0;
-
-  /** Makes this node `frame`'s child of `parent` (or a root, with nulls), with no children. */
-  reset(parent: BatchNode | null, frame: EncodedFrame | null, depth: number, bytes: number): this {
-    this.parent = parent;
-    this.frame = frame;
-    this.depth = depth;
-    this.bytes = bytes;
-    this.lastFrame = null;
-    this.lastChild = null;
-    this.children = null;
-    this.members = null;
-    return this;
-  }
-
-  /** The node one frame further, shared by every connection that gets `frame` next; a new one is listed in `made`. */
-  child(frame: EncodedFrame, made: BatchNode[]): BatchNode {
-    if (this.lastFrame === frame) return this.lastChild!;
-    let child = this.children?.get(frame);
-    if (child === undefined) {
-      child = (spareNodes.pop() ?? new BatchNode()).reset(this, frame, this.depth + 1, this.bytes + frameLength(frame));
-      made.push(child);
-      if (this.lastFrame !== null) (this.children ??= new Map()).set(this.lastFrame, this.lastChild!);
-    }
-    this.lastFrame = frame;
-    this.lastChild = child;
-    return child;
-  }
-
-  /** The frames from the root to this node, in order. */
-  frames(): EncodedFrame[] {
-    const frames = new Array<EncodedFrame>(this.depth);
-    for (let node: BatchNode | null = this; node !== null && node.frame !== null; node = node.parent) {
-      frames[node.depth - 1] = node.frame;
-    }
-    return frames;
-  }
-}
+export type { Batchable } from './batch-trie.js';
 
 /**
  * Above this many bytes a group's frames are written as they are rather than
@@ -101,6 +49,13 @@ const EAGAIN = -11;
 const RUN_BYTES = 256 * 1024;
 /** Frames up to this size go into the turn buffer (larger ones are not copied: see `JOIN_ONE_MAX`). */
 const RUN_MAX = JOIN_ONE_MAX;
+/**
+ * Splices (large payloads of the batch being delivered, written from it
+ * inside the runs) the turn buffer holds at most: the runs are written out
+ * when one more comes, so no connection's write has more (the addon takes
+ * 32 a run).
+ */
+const MAX_SPLICES = 32;
 /** A range of up to this many bytes is copied by a loop: cheaper than making a view of it to copy from. */
 const COPY_LOOP_MAX = 64;
 
@@ -110,35 +65,9 @@ const COPY_LOOP_MAX = 64;
  */
 const IN_RUNS = new BatchNode();
 
-/**
- * Trie nodes kept for reuse by every batcher (a node returns here once its
- * flush is done with it), at most this many. A node made fresh each turn is
- * young and the connections pointing at it old: each such store (16,000 a
- * turn for 16 broadcasts to 1,000) took V8's write barrier into the
- * remembered set, 0.9% of that server's CPU. Reused nodes are old.
- */
-const SPARE_NODES = 1024;
-const spareNodes: BatchNode[] = [];
-
-/** Joins frames into one buffer (or returns the single frame's buffer as is). */
-function join(frames: readonly EncodedFrame[], bytes: number): Buffer {
-  if (frames.length === 1 && Buffer.isBuffer(frames[0])) return frames[0];
-  const out = Buffer.allocUnsafe(bytes);
-  let offset = 0;
-  for (const frame of frames) {
-    if (Buffer.isBuffer(frame)) {
-      offset += frame.copy(out, offset);
-    } else {
-      offset += frame[0].copy(out, offset);
-      offset += frame[1].copy(out, offset);
-    }
-  }
-  return out;
-}
-
 export class Batcher {
   private readonly root = new BatchNode();
-  /** The nodes made this turn (the root aside), handed back to `spareNodes` by the flush. */
+  /** The nodes made this turn (the root aside), handed back for reuse (`spareNodes`) by the flush. */
   private made: BatchNode[] = [];
   private touched: Batchable[] = [];
   private fds = new Int32Array(256);
@@ -159,6 +88,10 @@ export class Batcher {
   private scattered = false;
   /** Where `gather` copies runs to (allocated the first time it is needed). */
   private spareRuns: Buffer | null = null;
+  /** Splice k: `splices[4k .. 4k + 3]`, (run, at, start, end): `spliceBatch[start, end)` goes out inside run `run`, at `at` of the turn buffer. */
+  private readonly splices = new Uint32Array(4 * MAX_SPLICES);
+  private spliceCount = 0;
+  private spliceBatch: Buffer | null = null;
   private scheduled = false;
   /** A mixed group's members split by wire kind (reused between groups). */
   private readonly native: Batchable[] = [];
@@ -199,16 +132,35 @@ export class Batcher {
     const bytes = headerSize(length) + length;
     const node = connection.batchNode;
     const whole = start === 0 && end === source.length;
-    if ((node !== null && node !== IN_RUNS) || bytes > RUN_MAX || connection.wire.handle < 0) {
+    if ((node !== null && node !== IN_RUNS) || connection.wire.handle < 0 || (bytes > RUN_MAX && !isBatch(source))) {
       this.append(connection, encodeFrame(opcode, whole ? source : source.subarray(start, end), true));
       return true;
     }
+    if (bytes > RUN_MAX) return this.splice(connection, opcode, source, start, end);
     const at = this.reserve(connection, bytes);
     const runs = this.runs!;
     const from = writeHeader(runs, at, opcode, true, length);
     if (whole) runs.set(source, from);
     else if (length <= COPY_LOOP_MAX) copyInto(source, start, end, runs, this.runsWords!, from);
     else runs.set(source.subarray(start, end), from);
+    return true;
+  }
+
+  /** A large message whose payload is `batch[start, end)`: its header into the turn buffer, the payload a splice. */
+  private splice(connection: Batchable, opcode: number, batch: Buffer, start: number, end: number): true {
+    if (this.spliceCount === MAX_SPLICES || (this.spliceBatch !== null && this.spliceBatch !== batch)) this.writeRuns();
+    const length = end - start;
+    const header = headerSize(length);
+    const at = this.reserve(connection, header) + header;
+    writeHeader(this.runs!, at - header, opcode, true, length);
+    connection.pendingBytes += length;
+    const k = 4 * this.spliceCount++;
+    const splices = this.splices;
+    splices[k] = this.runOwners.length - 1;
+    splices[k + 1] = at;
+    splices[k + 2] = start;
+    splices[k + 3] = end;
+    this.spliceBatch = batch;
     return true;
   }
 
@@ -299,10 +251,7 @@ export class Batcher {
           this.writeGroup(members, leaf.frames(), leaf.bytes);
         }
       }
-      for (const node of made) {
-        if (spareNodes.length === SPARE_NODES) break;
-        spareNodes.push(node.reset(null, null, 0, 0));
-      }
+      spareNodes(made);
     }
     this.writeRuns();
   }
@@ -314,6 +263,8 @@ export class Batcher {
     this.writeOwn(this.runOwners, this.runOwners.length);
     this.runOwners.length = 0;
     this.runBytes = 0;
+    this.spliceCount = 0;
+    this.spliceBatch = null;
   }
 
   /** Native connections that each got bytes of their own: `owners[i]` gets run i. */
@@ -327,7 +278,9 @@ export class Batcher {
       // A closed connection's handle names nothing: -1 skips it.
       handles[i] = owner.wire.destroyed ? -1 : owner.wire.handle;
     }
-    owners[0].wire.transport!.binding.writeEach(handles, this.runEnds, count, this.runs!, this.results);
+    const binding = owners[0].wire.transport!.binding;
+    if (this.spliceCount === 0) binding.writeEach(handles, this.runEnds, count, this.runs!, this.results);
+    else binding.writeEach(handles, this.runEnds, count, this.runs!, this.results, this.spliceBatch, this.splices, this.spliceCount);
     const results = this.results;
     for (let i = 0; i < count; i++) {
       // -1: the connection failed (its close event follows) or was closed.
@@ -351,14 +304,23 @@ export class Batcher {
     }
     const from = this.runs!;
     const to = (this.spareRuns ??= Buffer.allocUnsafeSlow(RUN_BYTES));
+    // Where run i went: its new run, and how far its bytes moved (for the splices in it).
+    const runOf = new Uint32Array(owners.length);
+    const moved = new Int32Array(owners.length);
     let offset = 0;
     let count = 0;
     for (const [owner, list] of byOwner) {
-      for (const i of list) offset += from.copy(to, offset, i === 0 ? 0 : ends[i - 1], ends[i]);
+      for (const i of list) {
+        const begin = i === 0 ? 0 : ends[i - 1];
+        runOf[i] = count;
+        moved[i] = offset - begin;
+        offset += from.copy(to, offset, begin, ends[i]);
+      }
       owners[count] = owner;
       this.runEnds[count++] = offset;
     }
     owners.length = count;
+    if (this.spliceCount > 0) this.moveSplices(runOf, moved);
     this.spareRuns = from;
     this.useRuns(to);
   }
@@ -366,6 +328,18 @@ export class Batcher {
   private useRuns(runs: Buffer): void {
     this.runs = runs;
     this.runsWords = new DataView(runs.buffer, runs.byteOffset, runs.byteLength);
+  }
+
+  /** After `gather`: each splice goes with its run's bytes, and the splices are in order of run and position again. */
+  private moveSplices(runOf: Uint32Array, moved: Int32Array): void {
+    const splices = this.splices;
+    const list: number[][] = [];
+    for (let k = 0; k < 4 * this.spliceCount; k += 4) {
+      const run = splices[k];
+      list.push([runOf[run], splices[k + 1] + moved[run], splices[k + 2], splices[k + 3]]);
+    }
+    list.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    list.forEach((splice, k) => splices.set(splice, 4 * k));
   }
 
   private writeGroup(members: readonly Batchable[], frames: readonly EncodedFrame[], bytes: number): void {
@@ -462,24 +436,6 @@ export class Batcher {
         if (written < bytes) this.writeOut(member, rest(head, body, written));
       }
     }
-  }
-}
-
-/** Copies the frames from the root to `leaf` into `out` at `at` (`leaf.bytes` of them), without listing them. */
-function copyFrames(leaf: BatchNode, out: Buffer, at: number): void {
-  // Each node's frame starts where its parent's bytes end.
-  for (let node: BatchNode | null = leaf; node !== null && node.frame !== null; node = node.parent) {
-    copyFrame(node.frame, out, at + node.parent!.bytes);
-  }
-}
-
-/** Copies one frame into `out` at `at`. */
-function copyFrame(frame: EncodedFrame, out: Buffer, at: number): void {
-  if (Buffer.isBuffer(frame)) {
-    out.set(frame, at);
-  } else {
-    out.set(frame[0], at);
-    out.set(frame[1], at + frame[0].length);
   }
 }
 

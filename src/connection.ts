@@ -8,7 +8,7 @@
  * turn and writes them in one go (see `batcher.ts`).
  */
 import { Buffer } from 'node:buffer';
-import type { BatchNode, Batchable } from './batcher.js';
+import type { BatchNode, Batchable } from './batch-trie.js';
 import { Flag, ReadyState, type Closing, type ConnectionOwner, type Deferred } from './connection-owner.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { WebSocketError } from './errors.js';

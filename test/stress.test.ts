@@ -65,7 +65,7 @@ describe(`cross-talk stress (seed ${SEED}, replay with STRESS_SEED=${SEED})`, { 
       const s = result.server;
       t.diagnostic(
         `${result.transport}${BORROW ? ' (borrowFrames)' : ''}: ${result.rounds} rounds in ${result.seconds.toFixed(1)} s, ${result.clients.connects} connections, ` +
-          `${result.clients.messagesOut} messages out, ${result.clients.framesIn} frames in; server opens ${s?.opens} closes ${s?.closes}, ` +
+          `${result.clients.messagesOut} messages out, ${result.clients.framesIn} frames in (${result.clients.relaysIn} relays); server opens ${s?.opens} closes ${s?.closes}, ` +
           `flood peak ${s?.floodPeakQueued} B, fds ${result.fdsBefore} -> ${result.fdsAfter}, RSS ${(result.rssBefore / 2 ** 20).toFixed(0)} -> ${((s?.rss ?? 0) / 2 ** 20).toFixed(0)} MiB`,
       );
       assert.ok(result.rounds > 0, 'at least one round ran');

@@ -23,6 +23,11 @@ export function wordsFor(buf: Uint8Array | null): void {
   wordView = null;
 }
 
+/** @internal Whether `buf` is the batch being delivered. */
+export function isBatch(buf: Uint8Array): boolean {
+  return buf === wordBuffer;
+}
+
 /** @internal A DataView over `buf` when it is the batch being delivered, else null. */
 export function wordsOf(buf: Uint8Array): DataView | null {
   if (buf !== wordBuffer) return null;
