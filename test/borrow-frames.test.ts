@@ -22,31 +22,22 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { FrameExpiredError, OPCODE, Server, type Frame, type ServerOptions } from '../src/index.js';
+import { FrameExpiredError, OPCODE, Server, type Frame } from '../src/index.js';
 import { transportBlocks } from '../src/native.js';
-import { nodeCommand, startServer as start } from './helpers.js';
+import { closeAfterEach, nodeCommand } from './helpers.js';
 
 const KiB = 1024;
 
-/** What each test opened, closed after it whether it passed or not (a failed one must not hold the run open). */
-const opened: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const close of opened.splice(0).reverse()) await close();
-});
-
-async function startServer(options: ServerOptions, setup?: (server: Server) => void): Promise<Server> {
-  const server = await start(options, setup);
-  opened.push(() => server.stop());
-  return server;
-}
+/** What each test opened is closed after it. */
+const { later, startServer } = closeAfterEach();
 
 /** Opens a `ws` client and waits for its `open`, bounded. */
 async function connect(port: number, options: WebSocket.ClientOptions = {}): Promise<WebSocket> {
   const client = new WebSocket(`ws://127.0.0.1:${port}`, options);
-  opened.push(() => client.terminate());
+  later(() => client.terminate());
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([
     once(client, 'open'),

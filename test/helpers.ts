@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
+import { afterEach } from 'node:test';
 import { Server, type ServerOptions } from '../src/index.js';
 
 /**
@@ -32,6 +33,32 @@ export async function startServer<D = unknown>(
   }
   await server.start();
   return server;
+}
+
+/**
+ * For a test file's top level: `later(close)` has `close` called after the
+ * current test, whether it passed or not (a failed test must not hold the
+ * run open), last opened first; `startServer` is the one above, stopped so.
+ */
+export function closeAfterEach(): {
+  later(close: () => unknown): void;
+  startServer(options: ServerOptions, setup?: (server: Server) => void): Promise<Server>;
+} {
+  const opened: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const close of opened.splice(0).reverse()) await close();
+  });
+  const later = (close: () => unknown): void => {
+    opened.push(close);
+  };
+  return {
+    later,
+    async startServer(options, setup) {
+      const server = await startServer(options, setup);
+      later(() => server.stop());
+      return server;
+    },
+  };
 }
 
 /**

@@ -12,26 +12,18 @@
  * path writes them).
  */
 import assert from 'node:assert/strict';
-import { afterEach, describe, test } from 'node:test';
-import { OPCODE, type Frame, type Server, type ServerOptions } from '../src/index.js';
-import { clientFrame, lastFd, RawClient, startServer as start } from './helpers.js';
+import { describe, test } from 'node:test';
+import { OPCODE, type Frame } from '../src/index.js';
+import { clientFrame, closeAfterEach, lastFd, RawClient } from './helpers.js';
 
 const KiB = 1024;
 
-const opened: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const close of opened.splice(0).reverse()) await close();
-});
-
-async function startServer(options: ServerOptions, setup?: (server: Server) => void): Promise<Server> {
-  const server = await start(options, setup);
-  opened.push(() => server.stop());
-  return server;
-}
+/** What each test opened is closed after it. */
+const { later, startServer } = closeAfterEach();
 
 async function open(port: number): Promise<RawClient> {
   const client = await RawClient.open(port);
-  opened.push(() => client.socket.destroy());
+  later(() => client.socket.destroy());
   return client;
 }
 

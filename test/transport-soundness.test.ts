@@ -77,6 +77,27 @@ async function until(predicate: () => boolean, ms: number, what: string): Promis
   }
 }
 
+/** Two raw clients accepted by `t` and not yet read from, with what writing to them through its binding needs. */
+async function twoClients(t: ReturnType<typeof acceptingTransport>) {
+  const port = t.transport.listen('127.0.0.1', 0, undefined, false);
+  const a = await RawClient.open(port);
+  const b = await RawClient.open(port);
+  await until(() => t.wires.length === 2, 2000, 'both clients are pending');
+  const handles = new Float64Array([t.wires[0].handle, t.wires[1].handle]);
+  return { a, b, binding: t.transport.binding, handles, results: new Int32Array(2) };
+}
+
+/** Waits until `a` got `forA` and `b` got `forB`, then 50 ms more: nothing else came. Closes both. */
+async function receivedOnly(a: RawClient, forA: string, b: RawClient, forB: string): Promise<void> {
+  await a.until(() => a.body.length >= forA.length);
+  await b.until(() => b.body.length >= forB.length);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(a.body.toString(), forA);
+  assert.equal(b.body.toString(), forB);
+  a.destroy();
+  b.destroy();
+}
+
 describe('native transport soundness', { skip }, () => {
   test('a handle kept after its connection closed is refused once the slot serves a newer client, which receives nothing meant for the old one', async () => {
     const t = acceptingTransport();
@@ -193,14 +214,8 @@ describe('native transport soundness', { skip }, () => {
 
   test('writeEach gives each connection only its own range, and refuses ranges outside the bytes before sending any', async () => {
     const t = acceptingTransport();
-    const port = t.transport.listen('127.0.0.1', 0, undefined, false);
     try {
-      const a = await RawClient.open(port);
-      const b = await RawClient.open(port);
-      await until(() => t.wires.length === 2, 2000, 'both clients are pending');
-      const binding = t.transport.binding;
-      const handles = new Float64Array([t.wires[0].handle, t.wires[1].handle]);
-      const results = new Int32Array(2);
+      const { a, b, binding, handles, results } = await twoClients(t);
       const bytes = Buffer.from('for-a|for-b');
       // Past the end, and going backwards: nothing is written to anyone.
       assert.throws(() => binding.writeEach(handles, new Uint32Array([6, 12]), 2, bytes, results), RangeError);
@@ -208,13 +223,7 @@ describe('native transport soundness', { skip }, () => {
       assert.throws(() => binding.writeEach(handles, new Uint32Array([6, 11]), 3, bytes, results), TypeError);
       binding.writeEach(handles, new Uint32Array([6, 11]), 2, bytes, results);
       assert.deepEqual([...results], [0, 0]);
-      await a.until(() => a.body.length >= 6);
-      await b.until(() => b.body.length >= 5);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.equal(a.body.toString(), 'for-a|');
-      assert.equal(b.body.toString(), 'for-b');
-      a.destroy();
-      b.destroy();
+      await receivedOnly(a, 'for-a|', b, 'for-b');
     } finally {
       t.transport.close();
     }
@@ -222,14 +231,8 @@ describe('native transport soundness', { skip }, () => {
 
   test("writeEach's splices put batch ranges inside their own run only, and bad splices are refused before sending any", async () => {
     const t = acceptingTransport();
-    const port = t.transport.listen('127.0.0.1', 0, undefined, false);
     try {
-      const a = await RawClient.open(port);
-      const b = await RawClient.open(port);
-      await until(() => t.wires.length === 2, 2000, 'both clients are pending');
-      const binding = t.transport.binding;
-      const handles = new Float64Array([t.wires[0].handle, t.wires[1].handle]);
-      const results = new Int32Array(2);
+      const { a, b, binding, handles, results } = await twoClients(t);
       const bytes = Buffer.from('a1a2|b1');
       const ends = new Uint32Array([5, 7]);
       const batch = Buffer.from('XAAYBBZ');
@@ -246,13 +249,7 @@ describe('native transport soundness', { skip }, () => {
       // a gets a1 AA a2 Z |, b gets b1 BB.
       write([0, 2, 1, 3, 0, 4, 6, 7, 1, 7, 4, 6]);
       assert.deepEqual([...results], [0, 0]);
-      await a.until(() => a.body.length >= 8);
-      await b.until(() => b.body.length >= 4);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.equal(a.body.toString(), 'a1AAa2Z|');
-      assert.equal(b.body.toString(), 'b1BB');
-      a.destroy();
-      b.destroy();
+      await receivedOnly(a, 'a1AAa2Z|', b, 'b1BB');
     } finally {
       t.transport.close();
     }
