@@ -24,7 +24,8 @@
 import { Buffer } from 'node:buffer';
 import { BatchNode, copyFrame, copyFrames, join, spareNodes, type Batchable } from './batch-trie.js';
 import { frameLength, headerSize, writeHeader, encodeFrame, type EncodedFrame } from './protocol/frame.js';
-import { copyInto, isBatch } from './fallback/mask.js';
+import { copyInto } from './fallback/mask.js';
+import { isBatch } from './lease.js';
 import { writableFd, writeBatch } from './native.js';
 import type { NativeWire } from './transport.js';
 import type { StreamWire } from './wire.js';

@@ -21,10 +21,27 @@
 
 /** The events array of the transport delivering now (or last), whose last int32 is the keep flag. */
 let flags: Int32Array | null = null;
+/** The batch being delivered, null between deliveries. */
+let batch: Uint8Array | null = null;
 
-/** @internal A native delivery starts (`events`: its transport's event array). */
-export function delivering(events: Int32Array): void {
+/** @internal A native delivery starts (`events`: its transport's event array; `data`: the batch, if any). */
+export function delivering(events: Int32Array, data: Uint8Array | undefined): void {
   flags = events;
+  batch = data ?? null;
+}
+
+/** @internal The delivery's listeners have run (its nextTicks have not: a flush still sees what was queued). */
+export function delivered(): void {
+  batch = null;
+}
+
+/**
+ * @internal Whether `buf` is the batch being delivered: small payloads in it
+ * are read a word at a time (fallback/mask.ts), and a large one sent on is
+ * written from it in place (a splice, batcher.ts).
+ */
+export function isBatch(buf: Uint8Array): boolean {
+  return buf === batch;
 }
 
 /** @internal Something may hold a view of the batch being delivered past the delivery: it must not be taken back. */

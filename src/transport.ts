@@ -13,8 +13,7 @@
 import { Buffer } from 'node:buffer';
 import { closeSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { wordsFor } from './fallback/mask.js';
-import { delivering } from './lease.js';
+import { delivered, delivering } from './lease.js';
 import type { EncodedFrame } from './protocol/frame.js';
 import { createTransport, type TransportBinding } from './native.js';
 import type { Wire, WireSink } from './wire.js';
@@ -419,8 +418,7 @@ export class NativeTransport {
 
   private readonly onEvents = (count: number, data: Buffer | undefined, heads: Buffer | undefined): void => {
     const events = this.events;
-    delivering(events);
-    wordsFor(data ?? null);
+    delivering(events, data);
     const wires = this.wires;
     // Whether connections came or went (a batch of data leaves the fast-open budget as it is).
     let churn = false;
@@ -481,7 +479,7 @@ export class NativeTransport {
         process.nextTick(rethrow, error);
       }
     }
-    wordsFor(null);
+    delivered();
     if (churn) this.handler.onBatchEnd?.();
   };
 }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as jsMask from '../src/fallback/mask.js';
+import { delivered, delivering } from '../src/lease.js';
 import * as wrapped from '../src/native.js';
 
 interface MaskImpl {
@@ -113,14 +114,14 @@ function offsetPattern(n: number, offset: number): Buffer {
   return whole.subarray(offset, offset + n);
 }
 
-describe('mask: js fallback a uint32 a step, over the batch being delivered (wordsFor)', () => {
+describe('mask: js fallback a uint32 a step, over the batch being delivered (lease.ts)', () => {
   test('unmask matches the reference at every alignment of start and of the buffer', () => {
     try {
       for (const offset of [0, 1, 2, 3, 5]) {
         for (let start = 0; start < 8; start++) {
           for (const size of [0, 1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 111]) {
             const buf = offsetPattern(start + size + 6, offset);
-            jsMask.wordsFor(buf);
+            delivering(new Int32Array(1), buf);
             assert.ok(jsMask.wordsOf(buf) !== null, 'the words path is taken');
             const want = Buffer.from(buf);
             reference(buf.subarray(start, start + size), 0x9abcdef0 + start).copy(want, start);
@@ -133,11 +134,11 @@ describe('mask: js fallback a uint32 a step, over the batch being delivered (wor
       const a = offsetPattern(50, 1);
       const want = Buffer.from(a);
       reference(a.subarray(2, 47), 0xffffffff).copy(want, 2);
-      jsMask.wordsFor(a);
+      delivering(new Int32Array(1), a);
       jsMask.unmask(a, 2, 47, -1);
       assert.deepEqual(a, want);
     } finally {
-      jsMask.wordsFor(null);
+      delivered();
     }
   });
 
@@ -147,7 +148,8 @@ describe('mask: js fallback a uint32 a step, over the batch being delivered (wor
         for (const offset of [0, 3]) {
           for (const size of [0, 1, 3, 4, 5, 8, 31, 32, 33, 64]) {
             const src = offsetPattern(size + 9, offset);
-            jsMask.wordsFor(words ? src : null);
+            if (words) delivering(new Int32Array(1), src);
+            else delivered();
             const whole = Buffer.alloc(size + 40, 0xaa);
             const target = whole.subarray(offset + 1);
             jsMask.copyInto(src, 4, 4 + size, target, new DataView(target.buffer, target.byteOffset, target.length), 7);
@@ -159,16 +161,16 @@ describe('mask: js fallback a uint32 a step, over the batch being delivered (wor
         }
       }
     } finally {
-      jsMask.wordsFor(null);
+      delivered();
     }
   });
 
   test('another buffer, or none after the delivery, keeps the byte loops', () => {
     const batch = pattern(64);
-    jsMask.wordsFor(batch);
+    delivering(new Int32Array(1), batch);
     assert.equal(jsMask.wordsOf(pattern(64)), null);
     assert.ok(jsMask.wordsOf(batch) instanceof DataView);
-    jsMask.wordsFor(null);
+    delivered();
     assert.equal(jsMask.wordsOf(batch), null);
   });
 });

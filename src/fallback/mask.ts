@@ -5,33 +5,27 @@
  * (`buf.readUInt32BE(pos)`), so no Buffer is allocated per frame for it. Mask
  * byte 0 (the most significant) applies to the first byte of the range.
  */
+import { isBatch } from '../lease.js';
 
 /*
  * Four bytes a step for the native transport's batch: the batch being
- * delivered (`wordsFor`) gets one DataView, made the first time a loop below
+ * delivered (`isBatch`) gets one DataView, made the first time a loop below
  * or the batcher's copy asks for it, and read and written a uint32 at a time
  * (measured on 32 B: unmask 32 -> 18 ns, a copy 48 -> 30 ns). Any other
  * buffer keeps the byte loops: making a DataView costs about 100 ns, more than
  * a small payload's loop saves.
  */
-let wordBuffer: Uint8Array | null = null;
-let wordView: DataView | null = null;
-
-/** @internal `buf` is the batch being delivered (null: the delivery is over). */
-export function wordsFor(buf: Uint8Array | null): void {
-  wordBuffer = buf;
-  wordView = null;
-}
-
-/** @internal Whether `buf` is the batch being delivered. */
-export function isBatch(buf: Uint8Array): boolean {
-  return buf === wordBuffer;
-}
+let viewed: Uint8Array | null = null;
+let view: DataView | null = null;
 
 /** @internal A DataView over `buf` when it is the batch being delivered, else null. */
 export function wordsOf(buf: Uint8Array): DataView | null {
-  if (buf !== wordBuffer) return null;
-  return (wordView ??= new DataView(buf.buffer, buf.byteOffset, buf.byteLength));
+  if (!isBatch(buf)) return null;
+  if (buf !== viewed) {
+    viewed = buf;
+    view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  return view;
 }
 
 /** Rotates a mask so that it starts `phase` bytes into the masking key (0..3). */
